@@ -1,0 +1,7 @@
+"""``python -m flagsched``."""
+
+import sys
+
+from flagsched.cli import main
+
+sys.exit(main())

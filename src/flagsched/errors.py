@@ -1,0 +1,39 @@
+"""flagsched's exception family. Classification of errors lives in consumer/classify.py."""
+
+from __future__ import annotations
+
+
+class FlagschedError(Exception):
+    """Base of every error flagsched raises on purpose."""
+
+
+class ConfigError(FlagschedError):
+    """A setting is missing or invalid; the message names the setting."""
+
+
+class ServiceUnavailable(FlagschedError):
+    """Kafka or PostgreSQL could not be reached within the configured time."""
+
+
+class DevStackError(FlagschedError):
+    """The local Kafka/PostgreSQL stack could not be started or inspected."""
+
+
+class MigrationError(FlagschedError):
+    """A schema migration failed or the applied history does not match the files."""
+
+
+class PoisonRecord(FlagschedError):
+    """A Kafka record that cannot be understood (bad encoding, schema, headers, size)."""
+
+
+class FlagNotFound(FlagschedError):
+    """The schedule names a flag that does not exist."""
+
+
+class InvalidUpdate(FlagschedError):
+    """The schedule's update does not fit the flag (unknown field, wrong type, range)."""
+
+
+class ScheduleNotFound(FlagschedError):
+    """The event names a schedule id that is not in the database."""

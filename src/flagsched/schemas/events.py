@@ -1,0 +1,121 @@
+"""Event payloads carried on flagsched's topics (JSON, UTF-8).
+
+The payload of a schedule-due record never changes between hops: a retry or a
+dead-letter record carries the original key and value, and what changes (the
+attempt, the due time, the last error) travels in headers (see headers.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Final, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+SCHEDULE_DUE_VERSION: Final = 1
+LIFECYCLE_VERSION: Final = 1
+CONTROL_VERSION: Final = 1
+
+FlagKey = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Priority(StrEnum):
+    """Which lane a schedule rides."""
+
+    NORMAL = "normal"
+    CRITICAL = "critical"
+
+
+class ScheduleDue(_Event):
+    """A wake-up: schedule ``schedule_id`` of ``flag_key`` is due at ``scheduled_at``.
+
+    Keyed by ``flag_key`` so that every event of one flag lands in one partition.
+    The database row is the truth; this event only names it.
+    """
+
+    schema_version: Literal[1] = SCHEDULE_DUE_VERSION
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    schedule_id: int = Field(ge=1)
+    flag_key: FlagKey
+    scheduled_at: AwareDatetime
+    priority: Priority = Priority.NORMAL
+    dispatched_at: AwareDatetime
+
+
+class LifecycleType(StrEnum):
+    """What happened to a schedule."""
+
+    APPLIED = "applied"
+    RETRY_SCHEDULED = "retry_scheduled"
+    SUPERSEDED = "superseded"
+    DEAD_LETTERED = "dead_lettered"
+    CANCELLED = "cancelled"
+
+
+class LifecycleEvent(_Event):
+    """One transition of a schedule, for downstream subscribers (keyed by flag key)."""
+
+    schema_version: Literal[1] = LIFECYCLE_VERSION
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    type: LifecycleType
+    schedule_id: int = Field(ge=1)
+    flag_key: FlagKey
+    attempt: int = Field(ge=1)
+    occurred_at: AwareDatetime
+    scheduled_at: AwareDatetime | None = None
+    next_attempt_at: AwareDatetime | None = Field(
+        default=None, description="retry_scheduled: when the next attempt is due"
+    )
+    error_class: str | None = None
+    error_message: str | None = Field(default=None, max_length=4096)
+    reason: str | None = Field(
+        default=None, description="dead_lettered: exhausted | permanent | poison"
+    )
+    superseded_by: int | None = Field(
+        default=None, description="superseded: the schedule id whose change is newer"
+    )
+    flag_version: int | None = Field(default=None, description="applied: the flag's new version")
+    replay: bool = Field(
+        default=False,
+        description="true when a redelivered record re-sent the event of an attempt already"
+        " recorded; subscribers de-duplicate on (schedule_id, type, attempt)",
+    )
+
+
+class BreakerState(StrEnum):
+    """Circuit-breaker states shared on the control topic."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class ControlEvent(_Event):
+    """Cluster-wide coordination record on the compacted control topic."""
+
+    schema_version: Literal[1] = CONTROL_VERSION
+    kind: Literal["breaker"] = "breaker"
+    state: BreakerState
+    worker_id: str
+    reason: str = ""
+    at: AwareDatetime
+
+
+EVENT_MODELS: dict[str, type[BaseModel]] = {
+    "schedule-due": ScheduleDue,
+    "lifecycle": LifecycleEvent,
+    "control": ControlEvent,
+}
+
+
+def to_epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch of an aware datetime."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: flagsched uses timezone-aware UTC only")
+    return int(moment.timestamp() * 1000)

@@ -1,0 +1,34 @@
+"""A bad configuration fails fast with a message naming the setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from flagsched.errors import ConfigError
+from flagsched.settings import load_settings
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "name"),
+    [
+        ("FLAGSCHED_RETRY_TIERS_S", "[5, 1]", "FLAGSCHED_RETRY_TIERS_S"),
+        ("FLAGSCHED_MAX_RETRIES", "-1", "FLAGSCHED_MAX_RETRIES"),
+        ("FLAGSCHED_BACKOFF_CAP_S", "nope", "FLAGSCHED_BACKOFF_CAP_S"),
+        ("FLAGSCHED_JITTER", "wild", "FLAGSCHED_JITTER"),
+        ("FLAGSCHED_TOPIC_PREFIX", "bad prefix!", "FLAGSCHED_TOPIC_PREFIX"),
+    ],
+)
+def test_bad_setting_names_itself(monkeypatch, env, value, name):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError, match=name):
+        load_settings()
+
+
+def test_missing_services_name_their_settings(monkeypatch):
+    monkeypatch.delenv("FLAGSCHED_KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.delenv("FLAGSCHED_DATABASE_URL", raising=False)
+    settings = load_settings()
+    with pytest.raises(ConfigError, match="FLAGSCHED_KAFKA_BOOTSTRAP_SERVERS"):
+        settings.kafka_client_config()
+    with pytest.raises(ConfigError, match="FLAGSCHED_DATABASE_URL"):
+        settings.require_database_url()
