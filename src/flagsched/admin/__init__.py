@@ -1,0 +1,1 @@
+"""Operator actions: topics, migrations, schedules. Talks to Kafka and PostgreSQL as a client."""

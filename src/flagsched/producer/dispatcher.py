@@ -1,0 +1,172 @@
+"""The dispatcher: claims due schedules and publishes one schedule-due event each.
+
+Rows are claimed with ``FOR UPDATE SKIP LOCKED`` so several dispatchers can run
+at once, published keyed by flag (idempotent producer, acks=all), and marked
+``dispatched`` in the same transaction only after the broker acknowledged. A
+crash in between republishes on restart, which is harmless: applying is
+idempotent. It sleeps until the next schedule is due, a NOTIFY from the
+schedules table, or the poll interval, whichever comes first.
+
+It also re-sends a wake-up for rows stuck in dispatched/retrying well past their
+due time (the database is the truth; a lost record is recovered from it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from flagsched.clients import make_producer
+from flagsched.db.connect import DictConnection, connect
+from flagsched.schemas.events import Priority, ScheduleDue, to_epoch_ms
+from flagsched.schemas.headers import RecordHeaders
+from flagsched.schemas.topics import TopicLayout
+from flagsched.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "flagsched_schedules"
+
+_CLAIM = """
+SELECT id, flag_key, scheduled_at, priority FROM flag_schedules
+ WHERE status = 'pending' AND scheduled_at <= now()
+ ORDER BY scheduled_at, id
+ LIMIT %s
+ FOR UPDATE SKIP LOCKED
+"""
+
+# Wake-ups whose record went missing: sent again with the attempt the row expects.
+_STUCK = """
+SELECT id, flag_key, scheduled_at, priority, retry_count + 1 AS attempt,
+       COALESCE(next_retry_at, scheduled_at) AS due_at
+  FROM flag_schedules
+ WHERE status IN ('dispatched', 'retrying')
+   AND COALESCE(next_retry_at, scheduled_at) < now() - make_interval(secs => %(after)s)
+   AND dispatched_at < now() - make_interval(secs => %(after)s)
+ ORDER BY id
+ LIMIT %(limit)s
+ FOR UPDATE SKIP LOCKED
+"""
+
+
+class Dispatcher:
+    """Publishes due schedules; see the module docstring."""
+
+    def __init__(self, settings: Settings, layout: TopicLayout) -> None:
+        self.settings = settings
+        self.layout = layout
+        self._producer: Any = None
+        self._conn: DictConnection | None = None
+        self._listen: DictConnection | None = None
+        self.dispatched_total = 0
+
+    def run(self, stop: threading.Event) -> None:
+        """Dispatch until ``stop`` is set."""
+        dsn = self.settings.require_database_url()
+        self._producer = make_producer(self.settings)
+        self._conn = connect(dsn, timeout_s=self.settings.connect_timeout_s)
+        self._listen = connect(dsn, timeout_s=self.settings.connect_timeout_s, autocommit=True)
+        self._listen.execute(f"LISTEN {CHANNEL}")
+        log.info("dispatcher publishing to %s / %s", self.layout.due, self.layout.priority)
+        last_sweep = 0.0
+        try:
+            while not stop.is_set():
+                sent = self.dispatch_once()
+                if time.monotonic() - last_sweep > min(30.0, self.settings.dispatch_stuck_after_s):
+                    self.sweep_stuck()
+                    last_sweep = time.monotonic()
+                if sent < self.settings.dispatch_batch_size:
+                    self._wait(stop)
+        finally:
+            self._producer.close(timeout=5)
+            self._conn.close()
+            self._listen.close()
+
+    def dispatch_once(self) -> int:
+        """Claim, publish and mark one batch; return how many were dispatched."""
+        assert self._conn is not None
+        with self._conn.transaction():
+            rows = self._conn.execute(_CLAIM, (self.settings.dispatch_batch_size,)).fetchall()
+            if not rows:
+                return 0
+            self._publish([(r, 1, r["scheduled_at"]) for r in rows])
+            self._conn.execute(
+                "UPDATE flag_schedules SET status = 'dispatched', dispatched_at = now(),"
+                " updated_at = now() WHERE id = ANY(%s)",
+                ([r["id"] for r in rows],),
+            )
+        self.dispatched_total += len(rows)
+        log.debug("dispatched %d schedules", len(rows))
+        return len(rows)
+
+    def sweep_stuck(self) -> int:
+        """Re-send wake-ups for rows overdue by ``dispatch_stuck_after_s``."""
+        assert self._conn is not None
+        with self._conn.transaction():
+            rows = self._conn.execute(
+                _STUCK,
+                {
+                    "after": self.settings.dispatch_stuck_after_s,
+                    "limit": self.settings.dispatch_batch_size,
+                },
+            ).fetchall()
+            if rows:
+                self._publish([(r, int(r["attempt"]), r["due_at"]) for r in rows])
+                self._conn.execute(
+                    "UPDATE flag_schedules SET dispatched_at = now() WHERE id = ANY(%s)",
+                    ([r["id"] for r in rows],),
+                )
+        for r in rows:
+            log.warning(
+                "schedule=%s flag=%s re-sent attempt %s: no progress past its due time",
+                r["id"],
+                r["flag_key"],
+                r["attempt"],
+            )
+        return len(rows)
+
+    def _publish(self, items: list[tuple[dict[str, Any], int, datetime]]) -> None:
+        now = datetime.now(UTC)
+        futures = []
+        for row, attempt, due in items:
+            event = ScheduleDue(
+                schedule_id=row["id"],
+                flag_key=row["flag_key"],
+                scheduled_at=row["scheduled_at"],
+                priority=Priority(row["priority"]),
+                dispatched_at=now,
+            )
+            topic = self.layout.priority if event.priority is Priority.CRITICAL else self.layout.due
+            headers = RecordHeaders(attempt=attempt, due_ms=to_epoch_ms(due)).encode()
+            futures.append(
+                self._producer.send(
+                    topic,
+                    key=event.flag_key.encode(),
+                    value=event.model_dump_json().encode(),
+                    headers=headers,
+                )
+            )
+        self._producer.flush(timeout=self.settings.connect_timeout_s)
+        for fut in futures:
+            # Raises if the broker did not acknowledge: the transaction rolls back
+            # and the rows stay pending for the next round.
+            fut.get(timeout=self.settings.connect_timeout_s)
+
+    def _wait(self, stop: threading.Event) -> None:
+        assert self._conn is not None
+        assert self._listen is not None
+        with self._conn.transaction():
+            row = self._conn.execute(
+                "SELECT EXTRACT(EPOCH FROM min(scheduled_at) - now()) AS s FROM flag_schedules"
+                " WHERE status = 'pending'"
+            ).fetchone()
+        until_next = float(row["s"]) if row and row["s"] is not None else None
+        wait_s = self.settings.dispatch_poll_interval_s
+        if until_next is not None:
+            wait_s = max(0.0, min(wait_s, until_next))
+        if wait_s > 0 and not stop.is_set():
+            for _ in self._listen.notifies(timeout=wait_s, stop_after=1):
+                pass

@@ -1,0 +1,64 @@
+"""Never early: the timing judgement is derived from headers and topic alone."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flagsched.consumer.holds import Holds, Timing, judge
+from flagsched.schemas.headers import RecordHeaders
+from flagsched.schemas.topics import TopicLayout
+
+LAYOUT = TopicLayout(prefix="fs", tiers_s=(1.0, 5.0, 30.0))
+T0 = 1_800_000_000_000
+
+
+def h(due_ms: int) -> RecordHeaders:
+    return RecordHeaders(attempt=2, due_ms=due_ms)
+
+
+def test_due_topic_holds_until_due_then_processes():
+    assert judge(LAYOUT, LAYOUT.due, T0, h(T0 + 700), T0).timing is Timing.HOLD
+    assert judge(LAYOUT, LAYOUT.due, T0, h(T0 + 700), T0).until_ms == T0 + 700
+    assert judge(LAYOUT, LAYOUT.due, T0, h(T0 + 700), T0 + 700).timing is Timing.DUE
+
+
+def test_tier_record_wakes_after_its_tier_then_hops_down():
+    tier = LAYOUT.tier_topic(30.0)
+    due = T0 + 40_000
+    v = judge(LAYOUT, tier, T0, h(due), T0 + 1)
+    assert (v.timing, v.until_ms) == (Timing.HOLD, T0 + 30_000)
+    v = judge(LAYOUT, tier, T0, h(due), T0 + 30_000)
+    assert (v.timing, v.hop_tier_s) == (Timing.HOP, 5.0)
+
+
+def test_remaining_below_smallest_tier_is_held_in_place():
+    tier = LAYOUT.tier_topic(1.0)
+    v = judge(LAYOUT, tier, T0, h(T0 + 1500), T0 + 1000)
+    assert (v.timing, v.until_ms) == (Timing.HOLD, T0 + 1500)
+
+
+@given(
+    topic=st.sampled_from([LAYOUT.due, *LAYOUT.tier_topics]),
+    ts=st.integers(T0 - 10**7, T0 + 10**7),
+    due=st.integers(T0 - 10**7, T0 + 10**8),
+    now=st.integers(T0 - 10**7, T0 + 10**8),
+)
+def test_never_due_before_due_time(topic, ts, due, now):
+    v = judge(LAYOUT, topic, ts, h(due), now)
+    if v.timing is Timing.DUE:
+        assert now >= due
+    if v.timing is Timing.HOLD:
+        assert v.until_ms > now and v.until_ms <= due
+    if v.timing is Timing.HOP:
+        assert v.hop_tier_s is not None and v.hop_tier_s * 1000 <= due - now
+
+
+def test_holds_registry():
+    holds = Holds()
+    holds.hold("a", 10)
+    holds.hold("b", 5)
+    assert holds.next_wake_ms() == 5
+    assert holds.expired(7) == ["b"]
+    holds.forget(["a"])
+    assert holds.next_wake_ms() is None
