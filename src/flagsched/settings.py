@@ -77,6 +77,18 @@ class Settings(BaseSettings):
     max_record_bytes: int = Field(default=64 * 1024, ge=1024)
     error_message_max_bytes: int = Field(default=1024, ge=64)
     session_timeout_ms: int = Field(default=10000, ge=1000)
+    #: A worker killed inside a transaction blocks read_committed readers of the
+    #: partitions it wrote to until the broker aborts it after this long.
+    transaction_timeout_ms: int = Field(default=10000, ge=1000)
+    startup_timeout_s: float = Field(default=120.0, gt=0)
+
+    # --- circuit breaker (database outages) ------------------------------------------
+    breaker_failure_threshold: int = Field(default=3, ge=1)
+    breaker_probe_base_s: float = Field(default=0.5, gt=0, le=MAX_DELAY_S)
+    breaker_probe_cap_s: float = Field(default=10.0, gt=0, le=MAX_DELAY_S)
+    breaker_stale_s: float = Field(default=60.0, gt=0)
+    breaker_drain_rate_per_s: float = Field(default=200.0, gt=0)
+    breaker_drain_s: float = Field(default=10.0, ge=0)
 
     @field_validator("retry_tiers_s")
     @classmethod

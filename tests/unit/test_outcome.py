@@ -46,7 +46,7 @@ def test_retry_goes_to_the_largest_fitting_tier_with_fresh_headers():
     )
     assert len(tier.headers) == len({k for k, _ in tier.headers})  # replaced, not appended
     assert life.topic == LAYOUT.lifecycle
-    assert json.loads(life.value)["type"] == "retry_scheduled"
+    assert json.loads(life.value or b"")["type"] == "retry_scheduled"
     assert action.commit
 
 
@@ -69,7 +69,7 @@ def test_dead_goes_to_the_dead_letter_topic_with_reason_and_lifecycle():
     assert dlt.topic == LAYOUT.dead_letter
     assert dict(dlt.headers)[hdr.DLT_REASON] == b"exhausted"
     assert dict(dlt.headers)[hdr.ORIGIN_TOPIC] == b"fs.retry.5s"
-    assert json.loads(life.value)["type"] == "dead_lettered"
+    assert json.loads(life.value or b"")["type"] == "dead_lettered"
 
 
 def test_poison_has_no_lifecycle_event():
@@ -114,4 +114,4 @@ def test_applied_superseded_cancelled_tell_subscribers():
         (Outcome.CANCELLED, "cancelled"),
     ]:
         [life] = decide(result(outcome), SRC, LAYOUT, infra_pause_s=1).publish
-        assert json.loads(life.value)["type"] == kind and life.key == b"promo"
+        assert json.loads(life.value or b"")["type"] == kind and life.key == b"promo"

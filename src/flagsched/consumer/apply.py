@@ -233,6 +233,7 @@ def _finish(
     """Record the attempt row and the schedule's new state in the open transaction."""
     n, coords = delivery.headers.attempt, delivery.coords
     due_at = datetime.fromtimestamp(delivery.headers.due_ms / 1000, UTC)
+    lateness_ms = (started - due_at).total_seconds() * 1000
     terminal = outcome is not Outcome.RETRY
     conn.execute(
         "UPDATE flag_schedules SET status = %(status)s,"
@@ -267,7 +268,7 @@ def _finish(
             n,
             started,
             due_at,
-            (started - due_at).total_seconds() * 1000,
+            lateness_ms,
             _STATUS[outcome] if outcome is not Outcome.RETRY else "retry",
             error_class,
             message,
@@ -294,6 +295,7 @@ def _finish(
         version,
         by,
         due_ms=delivery.headers.due_ms,
+        lateness_ms=lateness_ms,
     )
 
 

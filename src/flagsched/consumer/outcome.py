@@ -57,6 +57,7 @@ class AttemptResult:
     traceparent: str | None = None
     carried: RecordHeaders | None = None
     replay: bool = False  # side effects of an attempt already recorded, sent again
+    lateness_ms: float | None = None  # start of the attempt minus its due time
 
 
 @dataclass(frozen=True)

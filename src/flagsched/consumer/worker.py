@@ -5,7 +5,8 @@ Per poll: each record is decoded, judged against its due time, and either held
 hopped to a smaller tier, or attempted in PostgreSQL. The resulting records
 (tier, dead letter, lifecycle) and the source offsets are committed in one Kafka
 transaction after the database commits; a crash in between is repaired by the
-replay path of consumer/apply.py.
+replay path of consumer/apply.py. Database outages open the circuit breaker,
+which pauses every partition of every worker in the group.
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import psycopg
 from kafka import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from flagsched.clients import make_consumer, make_producer
 from flagsched.consumer.apply import AttemptContext, run_attempt
+from flagsched.consumer.breaker import Breaker, BreakerConfig, DrainLimiter
 from flagsched.consumer.classify import classify
+from flagsched.consumer.control import ControlChannel
 from flagsched.consumer.decode import (
     Coordinates,
     Delivery,
@@ -36,11 +38,14 @@ from flagsched.consumer.decode import (
     decode_headers,
 )
 from flagsched.consumer.holds import Holds, Timing, judge
-from flagsched.consumer.outcome import Action, AttemptResult, Outcome, OutRecord, Source, decide
+from flagsched.consumer.outcome import AttemptResult, Outcome, OutRecord, Source, decide
+from flagsched.consumer.txn import TransactionalForwarder
 from flagsched.db.connect import DictConnection, connect
-from flagsched.errors import PoisonRecord
+from flagsched.errors import PoisonRecord, ServiceUnavailable
 from flagsched.retry.policy import RetryPolicy
+from flagsched.retry.waiting import wait_for
 from flagsched.schemas.error_classes import Disposition, ErrorClass
+from flagsched.schemas.events import BreakerState
 from flagsched.schemas.headers import DeadLetterReason, RecordHeaders
 from flagsched.schemas.topics import TopicLayout
 from flagsched.settings import Settings
@@ -48,6 +53,7 @@ from flagsched.settings import Settings
 log = logging.getLogger(__name__)
 
 ResultHook = Callable[[AttemptResult, Coordinates], None]
+BreakerHook = Callable[[BreakerState], None]
 _MAX_POLL_WAIT_MS = 500
 
 
@@ -57,19 +63,18 @@ def default_worker_id() -> str:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, holds: Holds, assigned: set[Any]) -> None:
-        self._holds = holds
-        self._assigned = assigned
+    def __init__(self, worker: Worker) -> None:
+        self._w = worker
 
     def on_partitions_revoked(self, revoked: Iterable[Any]) -> None:
         # The next owner re-derives holds from the records' headers.
         revoked = list(revoked)
-        self._holds.forget(revoked)
-        self._assigned.difference_update(revoked)
+        self._w.holds.forget(revoked)
+        self._w.assigned.difference_update(revoked)
 
     def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
         assigned = list(assigned)
-        self._assigned.update(assigned)
+        self._w.assigned.update(assigned)
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
 
@@ -83,14 +88,26 @@ class Worker:
         *,
         worker_id: str | None = None,
         on_result: ResultHook | None = None,
+        on_breaker: BreakerHook | None = None,
     ) -> None:
         self.settings = settings
         self.layout = layout
         self.worker_id = worker_id or settings.worker_id or default_worker_id()
         self._on_result = on_result
-        self._holds = Holds()
+        self._on_breaker = on_breaker
+        self.holds = Holds()
         #: Partitions this worker owns now (kept by the rebalance listener).
         self.assigned: set[Any] = set()
+        self.breaker = Breaker(
+            BreakerConfig(
+                threshold=settings.breaker_failure_threshold,
+                probe_base_s=settings.breaker_probe_base_s,
+                probe_cap_s=settings.breaker_probe_cap_s,
+                stale_s=settings.breaker_stale_s,
+            ),
+            seed=hash(self.worker_id) & 0xFFFF,
+        )
+        self._drain = DrainLimiter(settings.breaker_drain_rate_per_s, settings.breaker_drain_s)
         self._ctx = AttemptContext(
             policy=RetryPolicy.from_settings(settings),
             worker_id=self.worker_id,
@@ -100,40 +117,68 @@ class Worker:
         )
         self._conn: DictConnection | None = None
         self._consumer: Any = None
-        self._producer: Any = None
+        self._forwarder: TransactionalForwarder | None = None
+        self._control: ControlChannel | None = None
         self.ready = threading.Event()
 
     # --- lifecycle ---------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Poll until ``stop`` is set; then finish the batch in hand and leave the group."""
-        self._consumer = make_consumer(self.settings, group_id=self.settings.group_id)
-        self._consumer.subscribe(
-            self.layout.consumed, listener=_Rebalance(self._holds, self.assigned)
-        )
-        self._producer = self._new_producer()
+        self._start()
         log.info("worker %s consuming %s", self.worker_id, self.layout.consumed)
         try:
             while not stop.is_set():
-                batch = self._consumer.poll(timeout_ms=self._poll_wait_ms())
+                self._follow_control()
+                self._probe_if_due()
+                budget = self._drain.budget()
+                if budget == 0:
+                    stop.wait(self._drain.wait_s())  # rate limit after an outage, on purpose
+                    continue
+                batch = self._consumer.poll(timeout_ms=self._poll_wait_ms(), max_records=budget)
                 self.ready.set()
                 self._release_holds()
                 if batch:
+                    self._drain.spend(sum(len(r) for r in batch.values()))
                     self._handle(batch)
         finally:
             self._close()
 
-    def _new_producer(self) -> Any:
-        producer = make_producer(
-            self.settings, transactional_id=f"{self.settings.group_id}.{self.worker_id}"
+    def _start(self) -> None:
+        deadline = self.settings.startup_timeout_s
+        self._consumer = wait_for(
+            lambda: make_consumer(self.settings, group_id=self.settings.group_id),
+            what="Kafka (FLAGSCHED_KAFKA_BOOTSTRAP_SERVERS)",
+            deadline_s=deadline,
         )
-        producer.init_transactions()
-        return producer
+        self._consumer.subscribe(self.layout.consumed, listener=_Rebalance(self))
+        self._forwarder = wait_for(
+            self._new_forwarder, what="Kafka transactions", deadline_s=deadline
+        )
+        self._control = wait_for(
+            lambda: ControlChannel(self.settings, self.layout, self.worker_id),
+            what="the control topic",
+            deadline_s=deadline,
+        )
+
+    def _new_forwarder(self) -> TransactionalForwarder:
+        tid = f"{self.settings.group_id}.{self.worker_id}"
+        try:
+            return TransactionalForwarder(
+                lambda: make_producer(
+                    self.settings,
+                    transactional_id=tid,
+                    transaction_timeout_ms=self.settings.transaction_timeout_ms,
+                )
+            )
+        except KafkaError as exc:
+            raise ServiceUnavailable(f"cannot start transactional producer {tid}: {exc}") from exc
 
     def _close(self) -> None:
         log.info("worker %s leaving the group", self.worker_id)
         for closer in (
             lambda: self._consumer.close(autocommit=False),
-            lambda: self._producer.close(timeout=5),
+            lambda: self._forwarder.close() if self._forwarder else None,
+            lambda: self._control.close() if self._control else None,
             lambda: self._conn.close() if self._conn else None,
         ):
             try:
@@ -141,15 +186,66 @@ class Worker:
             except Exception:  # closing is best effort; the group times us out anyway
                 log.exception("error while closing")
 
+    # --- breaker -------------------------------------------------------------------
+    def _follow_control(self) -> None:
+        assert self._control is not None
+        for event in self._control.poll():
+            if event.state is BreakerState.OPEN and not self.breaker.is_open:
+                log.warning("breaker opened by %s: %s; pausing", event.worker_id, event.reason)
+                self.breaker.open_remote()
+                self._pause_all()
+            elif event.state is BreakerState.CLOSED and self.breaker.close_remote():
+                log.warning("breaker closed by %s; resuming", event.worker_id)
+                self._resume_all()
+
+    def _probe_if_due(self) -> None:
+        if not self.breaker.probe_due():
+            return
+        self._notify_breaker()
+        try:
+            self._drop_connection()
+            self._db().execute("SELECT 1")
+            ok = True
+        except Exception as exc:
+            log.warning("breaker probe failed: %s", exc)
+            ok = False
+        self.breaker.probe_result(ok)
+        if ok:
+            assert self._control is not None
+            self._control.publish(BreakerState.CLOSED, "probe succeeded")
+            self._resume_all()
+
+    def _pause_all(self) -> None:
+        # Holds are forgotten: their records are re-fetched and re-judged on resume.
+        self.holds.forget(list(self.assigned))
+        for tp in self._consumer.assignment():
+            self._consumer.pause(tp)
+        self._notify_breaker()
+
+    def _resume_all(self) -> None:
+        self._consumer.resume(*self._consumer.assignment())
+        self._drain.start()
+        self._notify_breaker()
+
+    def _notify_breaker(self) -> None:
+        if self._on_breaker is not None:
+            self._on_breaker(self.breaker.state)
+
     # --- holds -------------------------------------------------------------------
     def _poll_wait_ms(self) -> int:
-        wake = self._holds.next_wake_ms()
-        if wake is None:
-            return _MAX_POLL_WAIT_MS
-        return max(0, min(_MAX_POLL_WAIT_MS, wake - _now_ms()))
+        waits = [_MAX_POLL_WAIT_MS / 1000]
+        wake = self.holds.next_wake_ms()
+        if wake is not None:
+            waits.append((wake - _now_ms()) / 1000)
+        probe = self.breaker.seconds_to_probe()
+        if probe is not None:
+            waits.append(probe)
+        return max(0, int(min(waits) * 1000))
 
     def _release_holds(self) -> None:
-        due = self._holds.expired(_now_ms())
+        if self.breaker.is_open:
+            return
+        due = self.holds.expired(_now_ms())
         if due:
             assigned = self._consumer.assignment()
             self._consumer.resume(*[tp for tp in due if tp in assigned])
@@ -157,15 +253,19 @@ class Worker:
     def _hold(self, tp: Any, offset: int, until_ms: int) -> None:
         self._consumer.seek(tp, offset)
         self._consumer.pause(tp)
-        self._holds.hold(tp, until_ms)
+        self.holds.hold(tp, until_ms)
 
     # --- a poll's records ----------------------------------------------------------
     def _handle(self, batch: dict[Any, list[Any]]) -> None:
+        if self.breaker.is_open:  # records of a partition assigned while open
+            self._rewind(batch)
+            self._pause_all()
+            return
         publish: list[OutRecord] = []
         offsets: dict[Any, OffsetAndMetadata] = {}
-        paused_all = False
+        stopped = False
         for tp, records in batch.items():
-            if paused_all:
+            if stopped:
                 self._consumer.seek(tp, records[0].offset)
                 continue
             for rec in records:
@@ -181,57 +281,44 @@ class Worker:
                     self._hold(tp, rec.offset, action.hold_until_ms)
                     break
                 if action.pause_partitions_s is not None:
-                    self._pause_everything(tp, rec.offset, action)
-                    paused_all = True
+                    self._consumer.seek(tp, rec.offset)
+                    self._infra_pause(action.pause_partitions_s)
+                    stopped = True
                     break
                 publish.extend(action.publish)
                 offsets[tp] = OffsetAndMetadata(rec.offset + 1, "", -1)
         if offsets:
-            self._commit(publish, offsets, batch)
+            assert self._forwarder is not None
+            if not self._forwarder.commit(publish, offsets, self._consumer.group_metadata()):
+                self._rewind(batch)
 
-    def _pause_everything(self, tp: Any, offset: int, action: Action) -> None:
-        assert action.pause_partitions_s is not None
-        until = _now_ms() + int(action.pause_partitions_s * 1000)
-        self._consumer.seek(tp, offset)
-        for part in self._consumer.assignment():
-            self._consumer.pause(part)
-            self._holds.hold(part, max(until, self._holds.until(part) or 0))
-
-    def _commit(
-        self,
-        publish: list[OutRecord],
-        offsets: dict[Any, OffsetAndMetadata],
-        batch: dict[Any, list[Any]],
-    ) -> None:
-        try:
-            self._producer.begin_transaction()
-            for out in publish:
-                self._producer.send(out.topic, key=out.key, value=out.value, headers=out.headers)
-            self._producer.send_offsets_to_transaction(offsets, self._consumer.group_metadata())
-            self._producer.commit_transaction()
-        except KafkaError as exc:
-            log.warning("kafka transaction failed (%s); rewinding %d partitions", exc, len(batch))
-            self._abort()
-            self._rewind(batch)
-
-    def _abort(self) -> None:
-        try:
-            self._producer.abort_transaction()
-        except Exception:
-            log.warning("abort failed; recreating the transactional producer", exc_info=True)
+    def _infra_pause(self, pause_s: float) -> None:
+        if self.breaker.record_failure():
+            assert self._control is not None
+            reason = f"{self.settings.breaker_failure_threshold} database failures in a row"
+            self._pause_all()
             try:
-                self._producer.close(timeout=1)
-            finally:
-                self._producer = self._new_producer()
+                self._control.publish(BreakerState.OPEN, reason)
+            except KafkaError as exc:
+                log.warning("could not publish breaker state: %s", exc)
+            return
+        if self.breaker.is_open:
+            self._pause_all()
+            return
+        until = _now_ms() + int(pause_s * 1000)
+        for tp in self._consumer.assignment():
+            self._consumer.pause(tp)
+            self.holds.hold(tp, max(until, self.holds.until(tp) or 0))
 
     def _rewind(self, batch: dict[Any, list[Any]]) -> None:
         # Everything in the batch is redone; the database side replays idempotently.
         assigned = self._consumer.assignment()
         for tp, records in batch.items():
             if tp in assigned:
-                self._holds.forget([tp])
+                self.holds.forget([tp])
                 self._consumer.seek(tp, records[0].offset)
-                self._consumer.resume(tp)
+                if not self.breaker.is_open:
+                    self._consumer.resume(tp)
 
     # --- one record ------------------------------------------------------------------
     def _source(self, rec: Any) -> Source:
@@ -261,10 +348,11 @@ class Worker:
     def _attempt(self, delivery: Delivery) -> AttemptResult:
         n = delivery.headers.attempt
         try:
-            return run_attempt(self._db(), delivery, self._ctx)
+            result = run_attempt(self._db(), delivery, self._ctx)
         except Exception as exc:
             verdict = classify(exc)
             if verdict.disposition is Disposition.PERMANENT:
+                self.breaker.record_success()
                 return AttemptResult(
                     Outcome.POISON,
                     n,
@@ -278,7 +366,7 @@ class Worker:
             # Infrastructure, or an error outside the attempt's savepoint: no attempt
             # was recorded, so none is consumed; the record is retried in place.
             log.warning(
-                "schedule %s attempt %s paused in place (%s): %s",
+                "schedule=%s attempt=%s paused in place (%s): %s",
                 delivery.event.schedule_id,
                 n,
                 verdict.error_class,
@@ -288,6 +376,8 @@ class Worker:
             return AttemptResult(
                 Outcome.PAUSE, n, delivery.event.schedule_id, error_class=verdict.error_class.value
             )
+        self.breaker.record_success()
+        return result
 
     def _db(self) -> DictConnection:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -298,8 +388,10 @@ class Worker:
 
     def _drop_connection(self) -> None:
         if self._conn is not None:
-            with contextlib.suppress(psycopg.Error):
+            try:
                 self._conn.close()
+            except Exception:  # a broken connection may fail to close; it is gone either way
+                log.debug("closing a broken connection failed", exc_info=True)
             self._conn = None
 
     def _report(self, result: AttemptResult, rec: Any) -> None:

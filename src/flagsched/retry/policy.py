@@ -22,7 +22,8 @@ from pydantic import BaseModel, Field, model_validator
 
 # MAX_DELAY_S bounds every policy duration (30 days): keeps ``now + delay`` and hop counts
 # small. Its home is settings, so a too-large env value is rejected there, by name.
-from flagsched.settings import MAX_DELAY_S, Settings
+from flagsched.settings import MAX_DELAY_S as MAX_DELAY_S
+from flagsched.settings import Settings
 
 _Retries = Annotated[int, Field(ge=0)]
 _Positive = Annotated[float, Field(gt=0, le=MAX_DELAY_S, allow_inf_nan=False)]

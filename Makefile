@@ -1,0 +1,54 @@
+# flagsched: `make run` runs the demo on a local Kafka + PostgreSQL it starts itself;
+# `make test` runs lint, types and the whole test suite against real services.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: setup system-deps run test lint format typecheck unit integration bench clean dev-up dev-down
+
+setup: system-deps $(STAMP)
+
+system-deps:
+	@bash deploy/local/ensure-system-deps.sh
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+run: setup
+	$(BIN)/flagsched demo
+
+test: setup lint typecheck
+	$(BIN)/pytest
+
+unit: setup
+	$(BIN)/pytest tests/unit
+
+integration: setup
+	$(BIN)/pytest tests/integration
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: setup
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python -m bench
+
+dev-up: setup
+	$(BIN)/flagsched dev up
+
+dev-down: setup
+	$(BIN)/flagsched dev down
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

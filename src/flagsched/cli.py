@@ -1,0 +1,160 @@
+"""The ``flagsched`` command: the one composition root that wires settings to parts."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+
+from flagsched.errors import FlagschedError
+from flagsched.settings import Settings, load_settings
+
+log = logging.getLogger("flagsched")
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM/SIGINT: finish the batch in hand, commit, leave."""
+    stop = threading.Event()
+
+    def _handler(signum: int, _frame: object) -> None:
+        log.info("signal %s: stopping after the batch in hand", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+    return stop
+
+
+def with_endpoints(settings: Settings, *, start: bool) -> Settings:
+    """Settings pointing at the user's services, or at the local dev stack."""
+    from flagsched.devstack.stack import resolve_endpoints
+
+    endpoints, _ = resolve_endpoints(settings, start=start)
+    return settings.model_copy(
+        update={
+            "kafka_bootstrap_servers": endpoints.kafka_bootstrap_servers,
+            "database_url": endpoints.database_url,
+        }
+    )
+
+
+def _cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    from flagsched.db.migrate import migrate
+
+    settings = with_endpoints(settings, start=False)
+    applied = migrate(settings.require_database_url(), timeout_s=settings.connect_timeout_s)
+    print(f"applied {len(applied)} migration(s): {applied}" if applied else "schema up to date")
+    return 0
+
+
+def _cmd_topics(_args: argparse.Namespace, settings: Settings) -> int:
+    from flagsched.admin.topics import create_topics
+    from flagsched.schemas.topics import TopicLayout
+
+    settings = with_endpoints(settings, start=False)
+    created = create_topics(settings, TopicLayout.from_settings(settings))
+    print(f"created {len(created)} topic(s)" + (f": {', '.join(created)}" if created else ""))
+    return 0
+
+
+def _cmd_worker(_args: argparse.Namespace, settings: Settings) -> int:
+    from flagsched.consumer.worker import Worker
+    from flagsched.schemas.topics import TopicLayout
+
+    settings = with_endpoints(settings, start=False)
+    Worker(settings, TopicLayout.from_settings(settings)).run(_stop_on_signals())
+    return 0
+
+
+def _cmd_producer(_args: argparse.Namespace, settings: Settings) -> int:
+    from flagsched.producer.dispatcher import Dispatcher
+    from flagsched.schemas.topics import TopicLayout
+
+    settings = with_endpoints(settings, start=False)
+    Dispatcher(settings, TopicLayout.from_settings(settings)).run(_stop_on_signals())
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from flagsched.demo.run import run_demo
+
+    return run_demo(with_endpoints(settings, start=True), schedules=args.schedules)
+
+
+def _cmd_schemas(args: argparse.Namespace, _settings: Settings) -> int:
+    from flagsched.admin.export import export
+
+    drift = export(check=args.check)
+    if drift:
+        print("out of date: " + ", ".join(drift) + " (run `flagsched schemas export`)")
+        return 1
+    print("schemas up to date" if args.check else "schemas exported")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree; `flagsched --help` shows it."""
+    parser = argparse.ArgumentParser(
+        prog="flagsched",
+        description="Scheduled feature-flag changes, applied on time, exactly once.",
+        epilog="Settings come from FLAGSCHED_* environment variables (see README). "
+        "Without FLAGSCHED_KAFKA_BOOTSTRAP_SERVERS / FLAGSCHED_DATABASE_URL the local "
+        "dev stack (`flagsched dev up`) is used.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    from flagsched.devstack.cli import register
+
+    register(sub)
+    db = sub.add_parser("db", help="database schema", description="database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_sub.add_parser("migrate", help="apply missing migrations (idempotent)").set_defaults(
+        handler=_cmd_migrate
+    )
+    topics = sub.add_parser("topics", help="Kafka topic layout", description="topic layout")
+    t_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
+    t_sub.add_parser("create", help="create missing topics (idempotent)").set_defaults(
+        handler=_cmd_topics
+    )
+    add("worker", _cmd_worker, "run one worker (a consumer in the group) until SIGTERM")
+    add("producer", _cmd_producer, "run the due-schedule dispatcher until SIGTERM")
+    demo = add("demo", _cmd_demo, "start the local stack and run a seeded end-to-end demo")
+    demo.add_argument("--schedules", type=int, default=300, help="how many schedules to seed")
+    schemas = sub.add_parser("schemas", help="the exported contract", description="contract")
+    s_sub = schemas.add_subparsers(dest="schemas_command", required=True, metavar="ACTION")
+    export = s_sub.add_parser("export", help="write JSON Schema files of the event models")
+    export.add_argument("--check", action="store_true", help="fail if the files are stale")
+    export.set_defaults(handler=_cmd_schemas)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    try:
+        settings = load_settings()
+        code: int = args.handler(args, settings)
+    except FlagschedError as exc:
+        print(f"flagsched: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Where the services are: the two values every flagsched process needs."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+KAFKA_ENV = "FLAGSCHED_KAFKA_BOOTSTRAP_SERVERS"
+DATABASE_ENV = "FLAGSCHED_DATABASE_URL"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Kafka bootstrap servers (``host:port[,host:port]``) and a libpq database URL."""
+
+    kafka_bootstrap_servers: str
+    database_url: str
+
+    def as_env(self) -> dict[str, str]:
+        """The endpoints as ``FLAGSCHED_*`` environment variables."""
+        return {KAFKA_ENV: self.kafka_bootstrap_servers, DATABASE_ENV: self.database_url}
+
+    def export_lines(self) -> list[str]:
+        """Shell ``export`` lines, safe to ``eval``."""
+        return [f"export {name}={shlex.quote(value)}" for name, value in self.as_env().items()]

@@ -1,0 +1,60 @@
+"""Per-test isolation: each test gets its own database (from a migrated template),
+its own topic prefix and consumer group."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from flagsched.settings import Settings
+from tests.support.pipeline import (
+    connect,
+    fresh_database,
+    make_template,
+    setup_topics,
+    test_settings,
+)
+
+
+@pytest.fixture(scope="session")
+def template(services: Any) -> Any:
+    make_template(services.database_url)
+    return services
+
+
+@pytest.fixture
+def dsn(template: Any) -> str:
+    return fresh_database(template.database_url)
+
+
+@pytest.fixture
+def make_settings(template: Any, dsn: str) -> Any:
+    """Settings for this test, with overrides; topics are created."""
+
+    def make(**overrides: Any) -> Settings:
+        settings = test_settings(template.kafka_bootstrap_servers, dsn, **overrides)
+        setup_topics(settings)
+        return settings
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Any) -> Settings:
+    return make_settings()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def db(dsn: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    conn = connect(dsn)
+    yield conn
+    # Never early, whatever the test did: every recorded attempt started at or after its due time.
+    early = conn.execute(
+        "SELECT schedule_id, attempt, lateness_ms FROM schedule_retry_attempts"
+        " WHERE lateness_ms < 0"
+    ).fetchall()
+    conn.close()
+    assert not early, f"attempts processed before their due time: {early}"

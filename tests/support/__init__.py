@@ -1,0 +1,1 @@
+"""Helpers and pytest plugins shared by the test suites."""
