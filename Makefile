@@ -5,9 +5,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup system-deps run test lint format typecheck unit integration bench clean dev-up dev-down
+.PHONY: setup system-deps asyncapi-tools run test lint format typecheck unit integration bench clean dev-up dev-down
 
-setup: system-deps $(STAMP)
+setup: system-deps $(STAMP) asyncapi-tools
+
+# The official AsyncAPI parser validates the checked-in contract in the tests.
+asyncapi-tools: tools/asyncapi/node_modules/.package-lock.json
+
+tools/asyncapi/node_modules/.package-lock.json: tools/asyncapi/package.json tools/asyncapi/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix tools/asyncapi --ignore-scripts --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the AsyncAPI parser test will skip (and fail when CI=true)" >&2; fi
 
 system-deps:
 	@bash deploy/local/ensure-system-deps.sh

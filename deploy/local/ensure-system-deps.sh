@@ -9,6 +9,8 @@ command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
   || missing+=(postgresql)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)   # the AsyncAPI parser
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # promtool checks the alert rules
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from flagsched.errors import FlagschedError
 from flagsched.settings import Settings, load_settings
+from flagsched.telemetry.metrics import Metrics
 
 log = logging.getLogger("flagsched")
 
@@ -62,21 +63,52 @@ def _cmd_topics(_args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _serve_metrics(settings: Settings, metrics: Metrics) -> Callable[[], None]:
+    if settings.metrics_port is None:
+        return lambda: None
+    server = metrics.serve(settings.metrics_port, settings.metrics_addr)
+    log.info("metrics on %s", server.url)
+    return server.stop
+
+
 def _cmd_worker(_args: argparse.Namespace, settings: Settings) -> int:
     from flagsched.consumer.worker import Worker
     from flagsched.schemas.topics import TopicLayout
 
     settings = with_endpoints(settings, start=False)
-    Worker(settings, TopicLayout.from_settings(settings)).run(_stop_on_signals())
+    metrics = Metrics()
+    stop_metrics = _serve_metrics(settings, metrics)
+    try:
+        Worker(
+            settings,
+            TopicLayout.from_settings(settings),
+            on_result=metrics.observe,
+            on_breaker=metrics.set_breaker,
+            metrics=metrics,
+        ).run(_stop_on_signals())
+    finally:
+        stop_metrics()
     return 0
 
 
 def _cmd_producer(_args: argparse.Namespace, settings: Settings) -> int:
     from flagsched.producer.dispatcher import Dispatcher
     from flagsched.schemas.topics import TopicLayout
+    from flagsched.telemetry.backlog import BacklogCollector
 
     settings = with_endpoints(settings, start=False)
-    Dispatcher(settings, TopicLayout.from_settings(settings)).run(_stop_on_signals())
+    metrics = Metrics()
+    # Only the dispatcher reports the database-derived backlog (one source, no duplicates).
+    BacklogCollector(settings.require_database_url(), settings.retry_tiers_s).register(
+        metrics.registry
+    )
+    stop_metrics = _serve_metrics(settings, metrics)
+    try:
+        Dispatcher(settings, TopicLayout.from_settings(settings), metrics=metrics).run(
+            _stop_on_signals()
+        )
+    finally:
+        stop_metrics()
     return 0
 
 
@@ -117,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     from flagsched.devstack.cli import register
 
     register(sub)
+    from flagsched.admin.stats import register as register_stats
+
+    register_stats(sub)
     db = sub.add_parser("db", help="database schema", description="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_sub.add_parser("migrate", help="apply missing migrations (idempotent)").set_defaults(
@@ -133,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--schedules", type=int, default=300, help="how many schedules to seed")
     schemas = sub.add_parser("schemas", help="the exported contract", description="contract")
     s_sub = schemas.add_subparsers(dest="schemas_command", required=True, metavar="ACTION")
-    export = s_sub.add_parser("export", help="write JSON Schema files of the event models")
+    export = s_sub.add_parser(
+        "export", help="write the JSON Schema files and the AsyncAPI document"
+    )
     export.add_argument("--check", action="store_true", help="fail if the files are stale")
     export.set_defaults(handler=_cmd_schemas)
     return parser

@@ -6,6 +6,7 @@ Nothing is created at import time; the CLI (composition root) calls these.
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -24,8 +25,29 @@ def _unavailable(settings: Settings, exc: Exception) -> ServiceUnavailable:
     )
 
 
+def _reachable(settings: Settings) -> None:
+    """Fail fast (ServiceUnavailable) when no bootstrap server accepts a TCP connection.
+
+    kafka-python's constructors block for ~30 s on an unreachable cluster; a plain
+    connect lets start-up waits (retry/waiting.py) log and back off instead.
+    """
+    errors = []
+    for server in (settings.kafka_bootstrap_servers or "").split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=2.0):
+                return
+        except (OSError, ValueError) as exc:
+            errors.append(f"{server}: {exc}")
+    raise ServiceUnavailable(
+        "cannot reach Kafka at FLAGSCHED_KAFKA_BOOTSTRAP_SERVERS="
+        f"{settings.kafka_bootstrap_servers}: {'; '.join(errors)}"
+    )
+
+
 def _base(settings: Settings) -> dict[str, Any]:
     cfg = settings.kafka_client_config()
+    _reachable(settings)
     cfg["request_timeout_ms"] = max(5000, int(settings.connect_timeout_s * 1000))
     return cfg
 

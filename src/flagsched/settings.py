@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     transaction_timeout_ms: int = Field(default=10000, ge=1000)
     startup_timeout_s: float = Field(default=120.0, gt=0)
 
+    # --- telemetry ----------------------------------------------------------------
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Prometheus /metrics port; unset: no endpoint"
+    )
+    metrics_addr: str = "127.0.0.1"
+
     # --- circuit breaker (database outages) ------------------------------------------
     breaker_failure_threshold: int = Field(default=3, ge=1)
     breaker_probe_base_s: float = Field(default=0.5, gt=0, le=MAX_DELAY_S)

@@ -1,16 +1,30 @@
-"""Writing (or checking) the exported JSON Schema files checked in under schemas/jsonschema/."""
+"""Writing (or checking) the exported contract files checked in under schemas/.
+
+The JSON Schema files live in schemas/jsonschema/ (one per model, stale files are
+removed); the AsyncAPI document lives in schemas/asyncapi/.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from flagsched.schemas import asyncapi
 from flagsched.schemas.jsonschema import documents, render
 
-OUT_DIR = Path(__file__).resolve().parents[1] / "schemas" / "jsonschema"
+SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
+OUT_DIR = SCHEMAS_DIR / "jsonschema"
+ASYNCAPI_DIR = SCHEMAS_DIR / "asyncapi"
+ASYNCAPI_FILE = asyncapi.FILE_NAME
 
 
-def export(*, check: bool = False, out_dir: Path = OUT_DIR) -> list[str]:
-    """Write every schema file, or with ``check`` list the files that differ."""
+def export(
+    *, check: bool = False, out_dir: Path = OUT_DIR, asyncapi_dir: Path = ASYNCAPI_DIR
+) -> list[str]:
+    """Write every contract file, or with ``check`` list the files that differ.
+
+    JSON Schema files are named by file name, the AsyncAPI document as
+    ``asyncapi/<file name>``.
+    """
     drift = []
     docs = documents()
     for name, doc in docs.items():
@@ -27,4 +41,16 @@ def export(*, check: bool = False, out_dir: Path = OUT_DIR) -> list[str]:
     if not check:
         for name in stale:
             (out_dir / name).unlink()
+    if _export_asyncapi(asyncapi_dir / ASYNCAPI_FILE, check=check):
+        drift.append(f"asyncapi/{ASYNCAPI_FILE}")
     return drift
+
+
+def _export_asyncapi(path: Path, *, check: bool) -> bool:
+    """Write the AsyncAPI document; with ``check``, return whether it is stale."""
+    text = asyncapi.render(asyncapi.document())
+    if check:
+        return not path.exists() or path.read_text("utf-8") != text
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, "utf-8")
+    return False

@@ -49,6 +49,7 @@ from flagsched.schemas.events import BreakerState
 from flagsched.schemas.headers import DeadLetterReason, RecordHeaders
 from flagsched.schemas.topics import TopicLayout
 from flagsched.settings import Settings
+from flagsched.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +90,14 @@ class Worker:
         worker_id: str | None = None,
         on_result: ResultHook | None = None,
         on_breaker: BreakerHook | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.layout = layout
         self.worker_id = worker_id or settings.worker_id or default_worker_id()
         self._on_result = on_result
         self._on_breaker = on_breaker
+        self._metrics = metrics
         self.holds = Holds()
         #: Partitions this worker owns now (kept by the rebalance listener).
         self.assigned: set[Any] = set()
@@ -124,7 +127,7 @@ class Worker:
     # --- lifecycle ---------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Poll until ``stop`` is set; then finish the batch in hand and leave the group."""
-        self._start()
+        self._start(stop)
         log.info("worker %s consuming %s", self.worker_id, self.layout.consumed)
         try:
             while not stop.is_set():
@@ -136,6 +139,7 @@ class Worker:
                     continue
                 batch = self._consumer.poll(timeout_ms=self._poll_wait_ms(), max_records=budget)
                 self.ready.set()
+                self._sample(batch)
                 self._release_holds()
                 if batch:
                     self._drain.spend(sum(len(r) for r in batch.values()))
@@ -143,21 +147,23 @@ class Worker:
         finally:
             self._close()
 
-    def _start(self) -> None:
+    def _start(self, stop: threading.Event) -> None:
         deadline = self.settings.startup_timeout_s
         self._consumer = wait_for(
             lambda: make_consumer(self.settings, group_id=self.settings.group_id),
             what="Kafka (FLAGSCHED_KAFKA_BOOTSTRAP_SERVERS)",
             deadline_s=deadline,
+            stop=stop,
         )
         self._consumer.subscribe(self.layout.consumed, listener=_Rebalance(self))
         self._forwarder = wait_for(
-            self._new_forwarder, what="Kafka transactions", deadline_s=deadline
+            self._new_forwarder, what="Kafka transactions", deadline_s=deadline, stop=stop
         )
         self._control = wait_for(
             lambda: ControlChannel(self.settings, self.layout, self.worker_id),
             what="the control topic",
             deadline_s=deadline,
+            stop=stop,
         )
 
     def _new_forwarder(self) -> TransactionalForwarder:
@@ -186,6 +192,12 @@ class Worker:
             except Exception:  # closing is best effort; the group times us out anyway
                 log.exception("error while closing")
 
+    def _sample(self, batch: dict[Any, list[Any]]) -> None:
+        if self._metrics is not None:
+            if batch:
+                self._metrics.observe_batch(sum(len(r) for r in batch.values()))
+            self._metrics.sample_consumer_lag(self._consumer)
+
     # --- breaker -------------------------------------------------------------------
     def _follow_control(self) -> None:
         assert self._control is not None
@@ -203,8 +215,12 @@ class Worker:
             return
         self._notify_breaker()
         try:
+            # A fresh autocommit connection: the probe must not leave a transaction open
+            # on the connection the attempts use.
             self._drop_connection()
-            self._db().execute("SELECT 1")
+            dsn = self.settings.require_database_url()
+            with connect(dsn, timeout_s=self.settings.connect_timeout_s, autocommit=True) as c:
+                c.execute("SELECT 1")
             ok = True
         except Exception as exc:
             log.warning("breaker probe failed: %s", exc)
@@ -381,8 +397,11 @@ class Worker:
 
     def _db(self) -> DictConnection:
         if self._conn is None or self._conn.closed or self._conn.broken:
+            # autocommit: every unit of work is an explicit `conn.transaction()` block
             self._conn = connect(
-                self.settings.require_database_url(), timeout_s=self.settings.connect_timeout_s
+                self.settings.require_database_url(),
+                timeout_s=self.settings.connect_timeout_s,
+                autocommit=True,
             )
         return self._conn
 

@@ -21,10 +21,12 @@ from typing import Any
 
 from flagsched.clients import make_producer
 from flagsched.db.connect import DictConnection, connect
+from flagsched.retry.waiting import wait_for
 from flagsched.schemas.events import Priority, ScheduleDue, to_epoch_ms
 from flagsched.schemas.headers import RecordHeaders
 from flagsched.schemas.topics import TopicLayout
 from flagsched.settings import Settings
+from flagsched.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +57,11 @@ SELECT id, flag_key, scheduled_at, priority, retry_count + 1 AS attempt,
 class Dispatcher:
     """Publishes due schedules; see the module docstring."""
 
-    def __init__(self, settings: Settings, layout: TopicLayout) -> None:
+    def __init__(
+        self, settings: Settings, layout: TopicLayout, *, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
+        self._metrics = metrics
         self.layout = layout
         self._producer: Any = None
         self._conn: DictConnection | None = None
@@ -66,18 +71,33 @@ class Dispatcher:
     def run(self, stop: threading.Event) -> None:
         """Dispatch until ``stop`` is set."""
         dsn = self.settings.require_database_url()
-        self._producer = make_producer(self.settings)
-        self._conn = connect(dsn, timeout_s=self.settings.connect_timeout_s)
-        self._listen = connect(dsn, timeout_s=self.settings.connect_timeout_s, autocommit=True)
+        timeout, deadline = self.settings.connect_timeout_s, self.settings.startup_timeout_s
+        self._producer = wait_for(
+            lambda: make_producer(self.settings),
+            what="Kafka (FLAGSCHED_KAFKA_BOOTSTRAP_SERVERS)",
+            deadline_s=deadline,
+            stop=stop,
+        )
+        self._conn = wait_for(
+            lambda: connect(dsn, timeout_s=timeout, autocommit=True),
+            what="PostgreSQL (FLAGSCHED_DATABASE_URL)",
+            deadline_s=deadline,
+            stop=stop,
+        )
+        self._listen = connect(dsn, timeout_s=timeout, autocommit=True)
         self._listen.execute(f"LISTEN {CHANNEL}")
         log.info("dispatcher publishing to %s / %s", self.layout.due, self.layout.priority)
         last_sweep = 0.0
         try:
             while not stop.is_set():
                 sent = self.dispatch_once()
+                swept = 0
                 if time.monotonic() - last_sweep > min(30.0, self.settings.dispatch_stuck_after_s):
-                    self.sweep_stuck()
+                    swept = self.sweep_stuck()
                     last_sweep = time.monotonic()
+                if self._metrics is not None:
+                    self._metrics.observe_dispatched(sent)
+                    self._metrics.observe_rewakes(swept)
                 if sent < self.settings.dispatch_batch_size:
                     self._wait(stop)
         finally:

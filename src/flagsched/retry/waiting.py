@@ -9,10 +9,17 @@ silently.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    stop_when_event_set,
+)
 
 from flagsched.errors import ServiceUnavailable
 from flagsched.retry.policy import Jitter, RetryPolicy, backoff_s, seed_for
@@ -26,9 +33,16 @@ STARTUP_POLICY = RetryPolicy(
 
 
 def wait_for(
-    connect: Callable[[], T], *, what: str, deadline_s: float, policy: RetryPolicy = STARTUP_POLICY
+    connect: Callable[[], T],
+    *,
+    what: str,
+    deadline_s: float,
+    stop: threading.Event | None = None,
+    policy: RetryPolicy = STARTUP_POLICY,
 ) -> T:
-    """Call ``connect`` until it stops raising ServiceUnavailable, or the deadline passes."""
+    """Call ``connect`` until it stops raising ServiceUnavailable, the deadline passes,
+    or ``stop`` is set (SIGTERM while waiting ends the wait at once)."""
+    stop = stop or threading.Event()
 
     def wait(state: RetryCallState) -> float:
         return backoff_s(policy, state.attempt_number, seed_for(1, state.attempt_number))
@@ -46,8 +60,14 @@ def wait_for(
     retrying = Retrying(
         retry=retry_if_exception_type(ServiceUnavailable),
         wait=wait,
-        stop=stop_after_delay(deadline_s),
+        stop=stop_after_delay(deadline_s) | stop_when_event_set(stop),
+        sleep=lambda seconds: _interruptible_sleep(stop, seconds),
         before_sleep=before_sleep,
         reraise=True,
     )
     return retrying(connect)
+
+
+def _interruptible_sleep(stop: threading.Event, seconds: float) -> None:
+    # Event.wait instead of time.sleep: SIGTERM during a start-up wait ends it at once.
+    stop.wait(seconds)

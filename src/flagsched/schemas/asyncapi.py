@@ -3,9 +3,10 @@
 Channels are the topics of a :class:`TopicLayout` (the default settings' layout unless one
 is given), payload schemas come from the pydantic models, header schemas from the header
 set in headers.py. Operations are seen from flagsched itself: the dispatcher sends to the
-schedule-due topics; workers receive from those and from the retry tiers, and send to the
-tiers, the dead-letter topic and the lifecycle topic. The rendered document is checked in
-under ``schemas/asyncapi/`` by ``flagsched schemas export``.
+schedule-due topics; workers receive from those and from the retry tiers, send to the
+tiers, the dead-letter topic and the lifecycle topic, and both send to and follow the
+control topic. The rendered document is checked in under ``schemas/asyncapi/`` by
+``flagsched schemas export``; docs/subscribers.md is the prose version.
 """
 
 from __future__ import annotations
@@ -60,12 +61,14 @@ _ERROR_CLASSES = ", ".join(f"`{c.value}`" for c in ErrorClass)
 HEADERS: Final[dict[str, dict[str, Any]]] = {
     h.ATTEMPT: {
         "pattern": r"^[1-9][0-9]*$",
-        "description": "1-based number of the attempt this record asks for (decimal).",
+        "description": "1-based number of the attempt this record asks for (decimal); on "
+        "the dead-letter topic, the last attempt made.",
     },
     h.DUE_MS: {
         "pattern": _NUMBER,
-        "description": "Absolute time the attempt is due, epoch milliseconds (decimal). "
-        "Workers never process a record before it.",
+        "description": "Absolute time the attempt is due, epoch milliseconds (decimal); "
+        "workers never process a record before it. On the dead-letter topic, the due time "
+        "of the last attempt.",
     },
     h.FIRST_FAILURE_MS: {
         "pattern": _NUMBER,
@@ -112,9 +115,10 @@ HEADER_SETS: Final[dict[str, tuple[str, list[str], list[str]]]] = {
     ),
     "DeadLetterHeaders": (
         "Headers of a dead-lettered record: the last attempt, where it was consumed from, "
-        "the last error and the reason. A `poison` record has no "
-        f"`{h.FIRST_FAILURE_MS}`, and `{h.ATTEMPT}` 1 / `{h.DUE_MS}` 0 when its own "
-        "headers could not be read.",
+        f"the last error and the reason. `{h.FIRST_FAILURE_MS}` is absent when no attempt "
+        "was recorded (a `poison` record, or a permanent failure before the attempt was "
+        f"recorded); `{h.ATTEMPT}` is 1 and `{h.DUE_MS}` 0 when the record's own headers "
+        "could not be read.",
         [*_FAILURE, h.DLT_REASON, h.TRACEPARENT],
         [h.ATTEMPT, h.DUE_MS, *_ORIGIN, h.ERROR_CLASS, h.ERROR_MESSAGE, h.DLT_REASON],
     ),
@@ -204,11 +208,12 @@ configurable (FLAGSCHED_TOPIC_PREFIX, FLAGSCHED_RETRY_TIERS_S), so a deployment'
 names may differ: `<prefix>.schedule-due`, `<prefix>.schedule-due.priority`, \
 `<prefix>.retry.<tier>`, `<prefix>.dead-letter`, `<prefix>.lifecycle`, `<prefix>.control`.
 
-Every record is keyed by its flag key (UTF-8), so the records of one flag stay in order \
-within a partition. Values are UTF-8 JSON; header values are UTF-8 strings. Workers write \
-tier, dead-letter and lifecycle records in the same Kafka transaction that commits the \
-consumed offset: read those topics with `isolation.level=read_committed`. Delivery to \
-subscribers is at least once.
+Schedule records (schedule-due, retry, dead-letter, lifecycle) are keyed by their flag key \
+(UTF-8), so the records of one flag stay in one partition of each topic, in write order. \
+Values are UTF-8 JSON; header values are UTF-8 strings. Workers write tier, dead-letter \
+and lifecycle records in the same Kafka transaction that commits the consumed offset: \
+read those topics with `isolation.level=read_committed`. Delivery to subscribers is at \
+least once.
 
 `info.version` is `<contract version>+flagsched.<package version>`; each payload carries \
 its own `schema_version`. See docs/subscribers.md for the evolution rules."""
@@ -232,20 +237,20 @@ its own `schema_version`. See docs/subscribers.md for the evolution rules."""
 def _channel_description(layout: TopicLayout, topic: str) -> str:
     if topic == layout.due:
         return (
-            "First attempts of normal-priority schedules, published by the dispatcher (which "
-            "also re-sends the wake-up of a schedule stuck past its due time)."
+            "Wake-ups of normal-priority schedules, published by the dispatcher: first "
+            "attempts, and re-sent wake-ups of schedules stuck past their due time."
         )
     if topic == layout.priority:
         return (
-            "First attempts of critical schedules, published by the dispatcher; workers "
-            "drain it first."
+            "Wake-ups of critical schedules (as schedule-due), on their own partitions so "
+            "they do not queue behind normal ones."
         )
     if topic in layout.tier_topics:
+        tier = topic.removeprefix(f"{layout.prefix}.retry.")
         return (
-            f"Retry tier of {layout.tier_topics[topic]:g}s: a record waits here until "
-            f"min(its due time, record timestamp + {layout.tier_topics[topic]:g}s), then is "
-            "attempted or hops to a smaller tier. Key and value are the original "
-            "schedule-due record's."
+            f"Retry tier {tier}: a record waits here until min(its due time, record "
+            f"timestamp + {tier}), then is attempted or hops to a smaller tier. Key and value "
+            "are the original schedule-due record's."
         )
     if topic == layout.dead_letter:
         return (
@@ -427,7 +432,8 @@ _MESSAGE_SUMMARY: Final = {
     "scheduleRetry": "The original schedule-due record, unchanged, with a rebuilt header set "
     "naming the next attempt.",
     "scheduleDeadLetter": "The original record, unchanged, with the dead-letter header set. "
-    "With reason `poison` the value is whatever bytes arrived and may not match the schema.",
+    "With reason `poison` the key and value are whatever arrived and may not match the "
+    "schemas.",
     "lifecycleEvent": "One transition of a schedule. De-duplicate on "
     "(schedule_id, type, attempt); `replay: true` marks a re-sent event.",
     "controlEvent": "A worker opened (database failures in a row) or closed (a probe "
