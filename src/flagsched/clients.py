@@ -10,6 +10,7 @@ import socket
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
 
 from flagsched.errors import ServiceUnavailable
@@ -82,6 +83,9 @@ def make_consumer(settings: Settings, *, group_id: str | None, **extra: Any) -> 
         "session_timeout_ms": settings.session_timeout_ms,
         "heartbeat_interval_ms": max(1000, settings.session_timeout_ms // 4),
         "fetch_max_wait_ms": 100,
+        # Range assignment hands out each topic's partitions in the same member order,
+        # so every worker that owns a due partition owns a priority partition too.
+        "partition_assignment_strategy": (RangePartitionAssignor,),
     }
     cfg.update(extra)
     try:

@@ -49,7 +49,9 @@ class Settings(BaseSettings):
     # --- topics ------------------------------------------------------------------
     topic_prefix: str = Field(default="flagsched", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     due_partitions: int = Field(default=6, ge=1)
-    priority_partitions: int = Field(default=2, ge=1)
+    #: As many as the due topic: with range assignment every worker that owns a due
+    #: partition also owns a priority one, so critical work never waits on one busy worker.
+    priority_partitions: int = Field(default=6, ge=1)
     tier_partitions: int = Field(default=6, ge=1)
     retry_tiers_s: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0, 3600.0)
     replication_factor: int = Field(default=1, ge=1)
@@ -66,6 +68,9 @@ class Settings(BaseSettings):
     dispatch_batch_size: int = Field(default=500, ge=1)
     dispatch_poll_interval_s: float = Field(default=1.0, gt=0)
     dispatch_stuck_after_s: float = Field(default=300.0, gt=0)
+    #: Pre-dispatch: normal schedules due within this window are published ahead of
+    #: time into the delay tier that fits and held by workers until due (0: off).
+    dispatch_lookahead_s: float = Field(default=30.0, ge=0)
 
     # --- worker ------------------------------------------------------------------
     group_id: str = "flagsched-workers"

@@ -86,7 +86,7 @@ def test_settings(bootstrap: str, dsn: str, **overrides: Any) -> Settings:
         "group_id": f"g{tag}",
         "retry_tiers_s": (0.5, 1.0, 2.0),
         "due_partitions": 3,
-        "priority_partitions": 1,
+        "priority_partitions": 3,
         "tier_partitions": 2,
         "max_retries": 3,
         "backoff_base_s": 0.4,

@@ -32,6 +32,7 @@ from flagsched.retry.policy import (
     seed_for,
 )
 from flagsched.schemas.error_classes import Disposition
+from flagsched.schemas.events import to_epoch_ms
 from flagsched.schemas.headers import DeadLetterReason, truncate_utf8
 from flagsched.schemas.updates import FlagUpdate
 
@@ -81,8 +82,15 @@ def run_attempt(
             (ev.schedule_id, n),
         ).fetchone()
         if recorded is not None:
+            if _ms(recorded["due_at"]) != delivery.headers.due_ms:
+                return AttemptResult(Outcome.DROP, n, ev.schedule_id, ev.flag_key)
             return _replay(conn, row, recorded)
         if row["status"] in ("applied", "dead", "superseded") or n != row["retry_count"] + 1:
+            return AttemptResult(Outcome.DROP, n, ev.schedule_id, ev.flag_key)
+        # A wake-up for another due time than the row's (edited or re-armed since it was
+        # sent, e.g. after pre-dispatch) is stale: the row's own wake-up does the work.
+        expected = row["scheduled_at"] if n == 1 else row["next_retry_at"]
+        if expected is None or _ms(expected) != delivery.headers.due_ms:
             return AttemptResult(Outcome.DROP, n, ev.schedule_id, ev.flag_key)
         if row["status"] == "cancelled":
             return _finish(conn, row, delivery, ctx, started, Outcome.CANCELLED)
@@ -107,6 +115,10 @@ def run_attempt(
                 permanent=verdict.disposition is Disposition.PERMANENT,
             )
         return _finish(conn, row, delivery, ctx, started, Outcome.APPLIED, version=version)
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return None if moment is None else to_epoch_ms(moment)
 
 
 def _set_local(conn: psycopg.Connection[Row], name: str, ms: int) -> None:

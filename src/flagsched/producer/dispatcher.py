@@ -32,12 +32,30 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "flagsched_schedules"
 
+# Due rows, and (pre-dispatch) normal rows due within the look-ahead window but at
+# least one tier away: those go straight into the delay tier that fits, so a burst
+# at midnight is already in Kafka when midnight comes. Rows due sooner than the
+# smallest tier wait here until due; critical rows always go at their due time to
+# the priority lane.
 _CLAIM = """
 SELECT id, flag_key, scheduled_at, priority FROM flag_schedules
- WHERE status = 'pending' AND scheduled_at <= now()
+ WHERE status = 'pending'
+   AND scheduled_at <= now() + make_interval(secs => %(ahead)s)
+   AND (scheduled_at <= now()
+        OR (priority = 'normal' AND scheduled_at >= now() + make_interval(secs => %(tier)s)))
  ORDER BY scheduled_at, id
- LIMIT %s
+ LIMIT %(limit)s
  FOR UPDATE SKIP LOCKED
+"""
+
+# When the earliest normal and critical pending rows are due (index order, LIMIT 1).
+_NEXT_DUE = """
+SELECT EXTRACT(EPOCH FROM (SELECT scheduled_at FROM flag_schedules
+         WHERE status = 'pending' AND priority = 'normal' ORDER BY scheduled_at LIMIT 1)
+         - now()) AS normal,
+       EXTRACT(EPOCH FROM (SELECT scheduled_at FROM flag_schedules
+         WHERE status = 'pending' AND priority <> 'normal' ORDER BY scheduled_at LIMIT 1)
+         - now()) AS critical
 """
 
 # Wake-ups whose record went missing: sent again with the attempt the row expects.
@@ -109,7 +127,7 @@ class Dispatcher:
         """Claim, publish and mark one batch; return how many were dispatched."""
         assert self._conn is not None
         with self._conn.transaction():
-            rows = self._conn.execute(_CLAIM, (self.settings.dispatch_batch_size,)).fetchall()
+            rows = self._conn.execute(_CLAIM, self._window()).fetchall()
             if not rows:
                 return 0
             self._publish([(r, 1, r["scheduled_at"]) for r in rows])
@@ -121,6 +139,16 @@ class Dispatcher:
         self.dispatched_total += len(rows)
         log.debug("dispatched %d schedules", len(rows))
         return len(rows)
+
+    def _window(self) -> dict[str, float]:
+        ahead = self.settings.dispatch_lookahead_s
+        tier = self.layout.tiers_s[0]
+        # no pre-dispatch when the window is shorter than the smallest tier
+        return {
+            "ahead": ahead if ahead >= tier else 0.0,
+            "tier": tier,
+            "limit": self.settings.dispatch_batch_size,
+        }
 
     def sweep_stuck(self) -> int:
         """Re-send wake-ups for rows overdue by ``dispatch_stuck_after_s``."""
@@ -159,7 +187,7 @@ class Dispatcher:
                 priority=Priority(row["priority"]),
                 dispatched_at=now,
             )
-            topic = self.layout.priority if event.priority is Priority.CRITICAL else self.layout.due
+            topic = self._topic_for(event.priority, due, now)
             headers = RecordHeaders(attempt=attempt, due_ms=to_epoch_ms(due)).encode()
             futures.append(
                 self._producer.send(
@@ -175,15 +203,31 @@ class Dispatcher:
             # and the rows stay pending for the next round.
             fut.get(timeout=self.settings.connect_timeout_s)
 
+    def _next_claim_s(self, row: dict[str, Any]) -> float | None:
+        """Seconds until the next pending row becomes claimable."""
+        window = self._window()
+        times = []
+        if row.get("critical") is not None:
+            times.append(float(row["critical"]))
+        if row.get("normal") is not None:
+            normal = float(row["normal"])
+            # a row at least one tier away may be pre-dispatched before it is due
+            times.append(normal - window["ahead"] if normal >= window["tier"] else normal)
+        return max(0.0, min(times)) if times else None
+
+    def _topic_for(self, priority: Priority, due: datetime, now: datetime) -> str:
+        if priority is Priority.CRITICAL:
+            return self.layout.priority
+        # pre-dispatched: wait in the largest tier that fits; workers hold it until due
+        ahead_s = (due - now).total_seconds()
+        return (self.layout.tier_for_delay(ahead_s) if ahead_s > 0 else None) or self.layout.due
+
     def _wait(self, stop: threading.Event) -> None:
         assert self._conn is not None
         assert self._listen is not None
         with self._conn.transaction():
-            row = self._conn.execute(
-                "SELECT EXTRACT(EPOCH FROM min(scheduled_at) - now()) AS s FROM flag_schedules"
-                " WHERE status = 'pending'"
-            ).fetchone()
-        until_next = float(row["s"]) if row and row["s"] is not None else None
+            row = self._conn.execute(_NEXT_DUE).fetchone()
+        until_next = self._next_claim_s(row or {})
         wait_s = self.settings.dispatch_poll_interval_s
         if until_next is not None:
             wait_s = max(0.0, min(wait_s, until_next))

@@ -36,7 +36,7 @@ class TopicLayout:
     prefix: str
     tiers_s: tuple[float, ...]
     due_partitions: int = 6
-    priority_partitions: int = 2
+    priority_partitions: int = 6
     tier_partitions: int = 6
 
     @classmethod

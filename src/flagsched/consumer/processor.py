@@ -1,0 +1,146 @@
+"""One record to one outcome: decode, judge its due time, attempt it in PostgreSQL.
+
+Holds no Kafka client: the worker owns consuming and committing; this owns the
+database connection and the mapping of failures to outcomes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any
+
+from flagsched.consumer.apply import AttemptContext, run_attempt
+from flagsched.consumer.classify import classify
+from flagsched.consumer.decode import Delivery, coordinates, decode_event, decode_headers
+from flagsched.consumer.holds import Timing, judge
+from flagsched.consumer.outcome import AttemptResult, Outcome
+from flagsched.db.connect import DictConnection, connect
+from flagsched.errors import PoisonRecord
+from flagsched.schemas.error_classes import Disposition, ErrorClass
+from flagsched.schemas.headers import DeadLetterReason, RecordHeaders
+from flagsched.schemas.topics import TopicLayout
+from flagsched.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class RecordProcessor:
+    """Turns consumed records into :class:`AttemptResult` values."""
+
+    def __init__(self, settings: Settings, layout: TopicLayout, ctx: AttemptContext) -> None:
+        self.settings = settings
+        self.layout = layout
+        self.ctx = ctx
+        self._conn: DictConnection | None = None
+
+    def process(self, rec: Any) -> AttemptResult:
+        """The outcome of one record; infrastructure failures come back as PAUSE."""
+        try:
+            headers = decode_headers(rec)
+            event = decode_event(rec, max_bytes=self.settings.max_record_bytes)
+        except PoisonRecord as exc:
+            return _poison(rec, exc)
+        verdict = judge(self.layout, rec.topic, rec.timestamp, headers, now_ms())
+        if verdict.timing is Timing.HOLD:
+            return AttemptResult(Outcome.HOLD, headers.attempt, hold_until_ms=verdict.until_ms)
+        if verdict.timing is Timing.HOP:
+            assert verdict.hop_tier_s is not None
+            return AttemptResult(
+                Outcome.HOP,
+                headers.attempt,
+                event.schedule_id,
+                event.flag_key,
+                hop_topic=self.layout.tier_topic(verdict.hop_tier_s),
+                carried=headers,
+            )
+        return self._attempt(Delivery(event, headers, coordinates(rec)))
+
+    def _attempt(self, delivery: Delivery) -> AttemptResult:
+        n = delivery.headers.attempt
+        try:
+            return run_attempt(self._db(), delivery, self.ctx)
+        except Exception as exc:
+            verdict = classify(exc)
+            if verdict.disposition is Disposition.PERMANENT:
+                return AttemptResult(
+                    Outcome.POISON,
+                    n,
+                    delivery.event.schedule_id,
+                    delivery.event.flag_key,
+                    error_class=verdict.error_class.value,
+                    error_message=str(exc)[:1024],
+                    dlt_reason=DeadLetterReason.PERMANENT,
+                    due_ms=delivery.headers.due_ms,
+                )
+            # Infrastructure, or an error outside the attempt's savepoint: no attempt
+            # was recorded, so none is consumed; the record is retried in place.
+            log.warning(
+                "schedule=%s attempt=%s paused in place (%s): %s",
+                delivery.event.schedule_id,
+                n,
+                verdict.error_class,
+                exc,
+            )
+            self.drop_connection()
+            return AttemptResult(
+                Outcome.PAUSE,
+                n,
+                delivery.event.schedule_id,
+                error_class=verdict.error_class.value,
+            )
+
+    def probe(self) -> bool:
+        """The breaker's half-open probe: can a fresh connection run a query?"""
+        # A fresh autocommit connection: the probe must not leave a transaction open
+        # on the connection the attempts use.
+        self.drop_connection()
+        try:
+            with connect(
+                self.settings.require_database_url(),
+                timeout_s=self.settings.connect_timeout_s,
+                autocommit=True,
+            ) as conn:
+                conn.execute("SELECT 1")
+        except Exception as exc:
+            log.warning("breaker probe failed: %s", exc)
+            return False
+        return True
+
+    def _db(self) -> DictConnection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            # autocommit: every unit of work is an explicit `conn.transaction()` block
+            self._conn = connect(
+                self.settings.require_database_url(),
+                timeout_s=self.settings.connect_timeout_s,
+                autocommit=True,
+            )
+        return self._conn
+
+    def drop_connection(self) -> None:
+        """Close the attempt connection (it is reopened on the next attempt)."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # a broken connection may fail to close; it is gone either way
+                log.debug("closing a broken connection failed", exc_info=True)
+            self._conn = None
+
+
+def _poison(rec: Any, exc: PoisonRecord) -> AttemptResult:
+    attempt = 1
+    with contextlib.suppress(PoisonRecord):
+        attempt = RecordHeaders.decode(rec.headers).attempt
+    return AttemptResult(
+        Outcome.POISON,
+        attempt,
+        error_class=ErrorClass.POISON.value,
+        error_message=str(exc)[:1024],
+        dlt_reason=DeadLetterReason.POISON,
+    )
+
+
+def now_ms() -> int:
+    """Wall-clock epoch milliseconds (due times are absolute)."""
+    return int(time.time() * 1000)
