@@ -11,19 +11,22 @@ import logging
 import time
 from typing import Any
 
-from flagsched.consumer.apply import AttemptContext, run_attempt
+from flagsched.consumer.apply import run_batch
+from flagsched.consumer.bookkeeping import AttemptContext
 from flagsched.consumer.classify import classify
 from flagsched.consumer.decode import Delivery, coordinates, decode_event, decode_headers
 from flagsched.consumer.holds import Timing, judge
 from flagsched.consumer.outcome import AttemptResult, Outcome
 from flagsched.db.connect import DictConnection, connect
 from flagsched.errors import PoisonRecord
-from flagsched.schemas.error_classes import Disposition, ErrorClass
+from flagsched.schemas.error_classes import ErrorClass
 from flagsched.schemas.headers import DeadLetterReason, RecordHeaders
 from flagsched.schemas.topics import TopicLayout
 from flagsched.settings import Settings
 
 log = logging.getLogger(__name__)
+
+Handled = tuple[Any, AttemptResult]  # (record, its outcome)
 
 
 class RecordProcessor:
@@ -35,8 +38,8 @@ class RecordProcessor:
         self.ctx = ctx
         self._conn: DictConnection | None = None
 
-    def process(self, rec: Any) -> AttemptResult:
-        """The outcome of one record; infrastructure failures come back as PAUSE."""
+    def judge(self, rec: Any) -> AttemptResult | Delivery:
+        """Decode and time one record: a final outcome, or a Delivery due for an attempt."""
         try:
             headers = decode_headers(rec)
             event = decode_event(rec, max_bytes=self.settings.max_record_bytes)
@@ -55,41 +58,52 @@ class RecordProcessor:
                 hop_topic=self.layout.tier_topic(verdict.hop_tier_s),
                 carried=headers,
             )
-        return self._attempt(Delivery(event, headers, coordinates(rec)))
+        return Delivery(event, headers, coordinates(rec))
 
-    def _attempt(self, delivery: Delivery) -> AttemptResult:
-        n = delivery.headers.attempt
+    def process_batch(self, batch: dict[Any, list[Any]]) -> list[tuple[Any, list[Handled]]]:
+        """Outcomes of a poll's records, per partition in offset order.
+
+        A partition's list stops at its first HOLD (later records wait behind it).
+        Every due record is attempted in one database transaction (apply.run_batch).
+        """
+        judged: list[tuple[Any, list[tuple[Any, AttemptResult | Delivery]]]] = []
+        due: list[Delivery] = []
+        for tp, records in batch.items():
+            items: list[tuple[Any, AttemptResult | Delivery]] = []
+            for rec in records:
+                verdict = self.judge(rec)
+                items.append((rec, verdict))
+                if isinstance(verdict, Delivery):
+                    due.append(verdict)
+                elif verdict.outcome is Outcome.HOLD:
+                    break
+            judged.append((tp, items))
+        done = iter(self._attempt_all(due))
+        return [
+            (tp, [(rec, next(done) if isinstance(v, Delivery) else v) for rec, v in items])
+            for tp, items in judged
+        ]
+
+    def _attempt_all(self, due: list[Delivery]) -> list[AttemptResult]:
+        if not due:
+            return []
         try:
-            return run_attempt(self._db(), delivery, self.ctx)
+            return run_batch(self._db(), due, self.ctx)
         except Exception as exc:
             verdict = classify(exc)
-            if verdict.disposition is Disposition.PERMANENT:
-                return AttemptResult(
-                    Outcome.POISON,
-                    n,
-                    delivery.event.schedule_id,
-                    delivery.event.flag_key,
-                    error_class=verdict.error_class.value,
-                    error_message=str(exc)[:1024],
-                    dlt_reason=DeadLetterReason.PERMANENT,
-                    due_ms=delivery.headers.due_ms,
-                )
-            # Infrastructure, or an error outside the attempt's savepoint: no attempt
-            # was recorded, so none is consumed; the record is retried in place.
-            log.warning(
-                "schedule=%s attempt=%s paused in place (%s): %s",
-                delivery.event.schedule_id,
-                n,
-                verdict.error_class,
-                exc,
-            )
+            # Infrastructure (or an error outside any savepoint): the whole batch rolled
+            # back, no attempt was recorded, so none is consumed; retried in place.
+            log.warning("batch of %d paused in place (%s): %s", len(due), verdict.error_class, exc)
             self.drop_connection()
-            return AttemptResult(
-                Outcome.PAUSE,
-                n,
-                delivery.event.schedule_id,
-                error_class=verdict.error_class.value,
-            )
+            return [
+                AttemptResult(
+                    Outcome.PAUSE,
+                    d.headers.attempt,
+                    d.event.schedule_id,
+                    error_class=verdict.error_class.value,
+                )
+                for d in due
+            ]
 
     def probe(self) -> bool:
         """The breaker's half-open probe: can a fresh connection run a query?"""

@@ -25,7 +25,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from flagsched.clients import make_consumer, make_producer
-from flagsched.consumer.apply import AttemptContext
+from flagsched.consumer.bookkeeping import AttemptContext
 from flagsched.consumer.breaker import Breaker, BreakerConfig, DrainLimiter
 from flagsched.consumer.control import ControlChannel
 from flagsched.consumer.decode import Coordinates, coordinates
@@ -308,13 +308,9 @@ class Worker:
             return
         publish: list[OutRecord] = []
         offsets: dict[Any, OffsetAndMetadata] = {}
-        stopped = False
-        for tp, records in batch.items():
-            if stopped:
-                consumer.seek(tp, records[0].offset)
-                continue
-            for rec in records:
-                result = self._processor.process(rec)
+        paused_s: float | None = None
+        for tp, handled in self._processor.process_batch(batch):
+            for rec, result in handled:
                 action = decide(
                     result,
                     self._source(rec),
@@ -322,18 +318,21 @@ class Worker:
                     infra_pause_s=self.settings.infra_pause_s,
                 )
                 self._report(result, rec)
+                # A held or paused partition is sought back: what was fetched after
+                # the record is fetched again when it resumes.
                 if action.hold_until_ms is not None:
                     consumer.seek(tp, rec.offset)
                     consumer.pause(tp)
                     self.holds.hold(tp, action.hold_until_ms)
                     break
                 if action.pause_partitions_s is not None:
-                    consumer.seek(tp, rec.offset)
-                    self._infra_pause(action.pause_partitions_s)
-                    stopped = True
+                    consumer.seek(tp, rec.offset)  # retried in place: nothing was consumed
+                    paused_s = action.pause_partitions_s
                     break
                 publish.extend(action.publish)
                 offsets[tp] = OffsetAndMetadata(rec.offset + 1, "", -1)
+        if paused_s is not None:
+            self._infra_pause(paused_s)
         if offsets:
             assert self._forwarder is not None
             if not self._forwarder.commit(publish, offsets, consumer.group_metadata()):
