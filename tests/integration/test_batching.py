@@ -52,8 +52,7 @@ def test_a_poll_is_applied_in_few_transactions_with_failures_isolated(make_setti
     finally:
         release()
     txns = db.execute(
-        "SELECT count(DISTINCT db_txid) AS n FROM schedule_retry_attempts"
-        " WHERE outcome = 'applied'"
+        "SELECT count(DISTINCT db_txid) AS n FROM schedule_retry_attempts WHERE outcome = 'applied'"
     ).fetchone()["n"]
     print(f"{len(healthy) + len(same)} schedules applied in {txns} transactions")
     assert txns <= 10, txns  # one per poll, not one per schedule

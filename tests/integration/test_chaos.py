@@ -67,18 +67,19 @@ def chaos(
     transient_retry_base_s: float | None = None,
     canary: bool = False,
 ) -> Ledger:
-    dsn = settings.require_database_url()
     run_id = new_run_id(random.Random(seed))
-    with connect(dsn) as conn:
-        workload = seed_workload(
+
+    def workload(conn: Any) -> Any:
+        return seed_workload(
             conn,
             SCHEDULES,
             run_id=run_id,
-            start_in_s=4.0,
+            start_in_s=1.5,
             spread_s=SPREAD_S,
             seed=seed,
             transient_retry_base_s=transient_retry_base_s,
         )
+
     with quiet_kafka_logs():
         ledger = run_chaos(
             settings,

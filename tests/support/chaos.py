@@ -271,7 +271,7 @@ def seed_canaries(conn: psycopg.Connection[Any], w: Workload, settings: Settings
     layout = TopicLayout.from_settings(settings)
     count = _partition_counts(settings, [layout.due, layout.priority, *layout.tier_topics])
     tiers = max(count[t] for t in layout.tier_topics)
-    now = time.time() + 0.5
+    now = time.time() + 1.5  # time to take the locks first
     rows = [
         _Row(CANARY, k, {"enabled": True}, now)
         for k in _keys_per_partition(f"{w.run_id}.cd", count[layout.due])
@@ -786,7 +786,7 @@ def settle(condition: Callable[[], bool], timeout_s: float, interval_s: float = 
 
 def run_chaos(
     settings: Settings,
-    workload: Workload,
+    make_workload: Callable[[psycopg.Connection[Any]], Workload],
     faults: Sequence[PlannedFault],
     *,
     log_dir: Path,
@@ -797,21 +797,24 @@ def run_chaos(
     canary: bool = False,
     outage_s: float = 3.0,
 ) -> Ledger:
-    """Run the workload with its faults, wait for the drain, and check the ledger."""
+    """Start the workers, seed the workload (``make_workload``, once the group is up), run
+    it with its faults, wait for the drain, and check the ledger."""
     started = time.time()
     dsn = settings.require_database_url()
     stats = RunStats(seed=seed)
-    procs = Processes(settings, log_dir, workload.run_id)
+    procs = Processes(settings, log_dir, f"s{seed}")
     try:
+        for _ in range(workers):
+            procs.start("worker")
+        wait_until(
+            lambda: group_members(settings) == workers,
+            timeout_s=90,
+            what=f"{workers} workers in the group",
+            interval_s=0.2,
+        )
+        with connect(dsn) as conn:
+            workload = make_workload(conn)
         with LockHolder(dsn, workload.locks):
-            for _ in range(workers):
-                procs.start("worker")
-            wait_until(
-                lambda: group_members(settings) == workers,
-                timeout_s=90,
-                what=f"{workers} workers in the group",
-                interval_s=0.2,
-            )
             procs.start("dispatcher")
             procs.supervise()
             injector = Injector(
@@ -886,6 +889,8 @@ class Ledger:
     dead_letter_records: int = 0
     lifecycle_events: int = 0
     breaker_events: dict[str, int] = field(default_factory=dict)
+    #: category -> final status -> schedules (with ``retried`` and ``attempts`` per category)
+    categories: dict[str, dict[str, int]] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
     stats: RunStats = field(default_factory=RunStats)
     violations: list[str] = field(default_factory=list)
@@ -924,6 +929,8 @@ class Ledger:
             f" unconsumed records {s.unconsumed_records}, open transactions {s.open_transactions},"
             f" breaker events {dict(sorted(self.breaker_events.items())) or '{}'}",
         ]
+        for category, counts in sorted(self.categories.items()):
+            lines.append(f"  {category:<16}  {dict(sorted(counts.items()))}")
         for e in s.faults:
             lines.append(f"  fault {e.kind} at {e.at_s:+.1f}s ({e.took_s:.1f}s): {e.detail}")
         lines += [f"  process exit: {x}" for x in s.process_exits] or ["  process exits: none"]
@@ -1025,6 +1032,9 @@ def check_ledger(settings: Settings, workload: Workload, stats: RunStats | None 
         ledger.dead += status == "dead"
         ledger.superseded += status == "superseded"
         ledger.cancelled += status == "cancelled"
+        per = ledger.categories.setdefault(workload.category[sid], {})
+        for name, add in ((status, 1), ("attempts", len(attempts)), ("retried", len(attempts) > 1)):
+            per[name] = per.get(name, 0) + int(add)
         v += _check_final(sid, row, applied, ev)
         v += _check_attempts(sid, row, attempts, ev.changes.get(sid, []))
         v += _check_expected(sid, row, attempts, workload)
