@@ -17,17 +17,23 @@ log = logging.getLogger(__name__)
 class TransactionalForwarder:
     """Commits a poll's outgoing records together with the consumed offsets.
 
-    ``commit`` returns False when the transaction was aborted; the caller then
-    rewinds, and the database side replays idempotently.
+    ``commit`` returns False when the transaction did not commit (aborted, or the
+    broker is unreachable); the caller then rewinds, and the database side replays
+    idempotently. A producer that cannot abort is replaced, lazily, so a broker
+    outage never crashes the worker.
     """
 
     def __init__(self, factory: Callable[[], Any]) -> None:
         self._factory = factory
-        self._producer = self._new()
+        self._producer: Any = self._new()
 
     def _new(self) -> Any:
         producer = self._factory()
-        producer.init_transactions()
+        try:
+            producer.init_transactions()
+        except BaseException:
+            producer.close(timeout=1)
+            raise
         return producer
 
     def commit(
@@ -35,6 +41,8 @@ class TransactionalForwarder:
     ) -> bool:
         """One Kafka transaction: every record in ``publish`` plus ``offsets``."""
         try:
+            if self._producer is None:
+                self._producer = self._new()
             self._producer.begin_transaction()
             for out in publish:
                 self._producer.send(out.topic, key=out.key, value=out.value, headers=out.headers)
@@ -47,15 +55,19 @@ class TransactionalForwarder:
         return True
 
     def _abort(self) -> None:
+        if self._producer is None:
+            return
         try:
             self._producer.abort_transaction()
-        except Exception:  # a fenced or broken producer: start a fresh one
-            log.warning("abort failed; recreating the transactional producer", exc_info=True)
+        except Exception:  # fenced, fatal or unreachable: drop it, a fresh one comes lazily
+            log.warning("abort failed; the transactional producer will be recreated", exc_info=True)
             try:
                 self._producer.close(timeout=1)
-            finally:
-                self._producer = self._new()
+            except Exception:
+                log.debug("closing the failed producer failed", exc_info=True)
+            self._producer = None
 
     def close(self) -> None:
         """Flush and close."""
-        self._producer.close(timeout=5)
+        if self._producer is not None:
+            self._producer.close(timeout=5)

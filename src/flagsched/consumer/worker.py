@@ -259,9 +259,16 @@ class Worker:
         ok = self._processor.probe()
         self.breaker.probe_result(ok)
         if ok:
-            assert self._control is not None
-            self._control.publish(BreakerState.CLOSED, "probe succeeded")
+            self._announce(BreakerState.CLOSED, "probe succeeded")
             self._resume_all()
+
+    def _announce(self, state: BreakerState, reason: str) -> None:
+        # Best effort: other workers also find the outage themselves, or via a stale OPEN.
+        assert self._control is not None
+        try:
+            self._control.publish(state, reason)
+        except KafkaError as exc:
+            log.warning("could not publish breaker %s: %s", state.value, exc)
 
     def pause_all(self) -> None:
         """Pause every partition (breaker open); held records are re-judged on resume."""
@@ -340,13 +347,9 @@ class Worker:
 
     def _infra_pause(self, pause_s: float) -> None:
         if self.breaker.record_failure():
-            assert self._control is not None
-            reason = f"{self.settings.breaker_failure_threshold} database failures in a row"
             self.pause_all()
-            try:
-                self._control.publish(BreakerState.OPEN, reason)
-            except KafkaError as exc:
-                log.warning("could not publish breaker state: %s", exc)
+            reason = f"{self.settings.breaker_failure_threshold} database failures in a row"
+            self._announce(BreakerState.OPEN, reason)
             return
         if self.breaker.is_open:
             self.pause_all()

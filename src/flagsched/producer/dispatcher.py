@@ -13,14 +13,19 @@ due time (the database is the truth; a lost record is recovered from it).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
+from kafka.errors import KafkaError
+
 from flagsched.clients import make_producer
 from flagsched.db.connect import DictConnection, connect
+from flagsched.errors import ServiceUnavailable
 from flagsched.retry.waiting import wait_for
 from flagsched.schemas.events import Priority, ScheduleDue, to_epoch_ms
 from flagsched.schemas.headers import RecordHeaders
@@ -87,41 +92,64 @@ class Dispatcher:
         self.dispatched_total = 0
 
     def run(self, stop: threading.Event) -> None:
-        """Dispatch until ``stop`` is set."""
-        dsn = self.settings.require_database_url()
-        timeout, deadline = self.settings.connect_timeout_s, self.settings.startup_timeout_s
+        """Dispatch until ``stop`` is set; an outage of either service is waited out."""
         self._producer = wait_for(
             lambda: make_producer(self.settings),
             what="Kafka (FLAGSCHED_KAFKA_BOOTSTRAP_SERVERS)",
-            deadline_s=deadline,
+            deadline_s=self.settings.startup_timeout_s,
             stop=stop,
         )
-        self._conn = wait_for(
-            lambda: connect(dsn, timeout_s=timeout, autocommit=True),
-            what="PostgreSQL (FLAGSCHED_DATABASE_URL)",
-            deadline_s=deadline,
-            stop=stop,
-        )
-        self._listen = connect(dsn, timeout_s=timeout, autocommit=True)
-        self._listen.execute(f"LISTEN {CHANNEL}")
         log.info("dispatcher publishing to %s / %s", self.layout.due, self.layout.priority)
         last_sweep = 0.0
         try:
             while not stop.is_set():
-                sent = self.dispatch_once()
-                swept = 0
-                if time.monotonic() - last_sweep > min(30.0, self.settings.dispatch_stuck_after_s):
-                    swept = self.sweep_stuck()
-                    last_sweep = time.monotonic()
-                if self._metrics is not None:
-                    self._metrics.observe_dispatched(sent)
-                    self._metrics.observe_rewakes(swept)
-                if sent < self.settings.dispatch_batch_size:
-                    self._wait(stop)
+                try:
+                    self._connect(stop)
+                    sent = self.dispatch_once()
+                    swept = 0
+                    if time.monotonic() - last_sweep > min(
+                        30.0, self.settings.dispatch_stuck_after_s
+                    ):
+                        swept = self.sweep_stuck()
+                        last_sweep = time.monotonic()
+                    if self._metrics is not None:
+                        self._metrics.observe_dispatched(sent)
+                        self._metrics.observe_rewakes(swept)
+                    if sent < self.settings.dispatch_batch_size:
+                        self._wait(stop)
+                except (
+                    psycopg.OperationalError,
+                    psycopg.InterfaceError,
+                    KafkaError,
+                    ServiceUnavailable,
+                ) as exc:
+                    # Rows stay pending (or dispatched) in the database: nothing is lost,
+                    # at worst a record is published twice, which applying tolerates.
+                    log.warning("dispatch round failed, reconnecting: %s", exc)
+                    self._disconnect()
         finally:
             self._producer.close(timeout=5)
-            self._conn.close()
-            self._listen.close()
+            self._disconnect()
+
+    def _connect(self, stop: threading.Event) -> None:
+        if self._conn is not None and not self._conn.broken and not self._conn.closed:
+            return
+        dsn, timeout = self.settings.require_database_url(), self.settings.connect_timeout_s
+        self._conn = wait_for(
+            lambda: connect(dsn, timeout_s=timeout, autocommit=True),
+            what="PostgreSQL (FLAGSCHED_DATABASE_URL)",
+            deadline_s=self.settings.startup_timeout_s,
+            stop=stop,
+        )
+        self._listen = connect(dsn, timeout_s=timeout, autocommit=True)
+        self._listen.execute(f"LISTEN {CHANNEL}")
+
+    def _disconnect(self) -> None:
+        for conn in (self._conn, self._listen):
+            if conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    conn.close()
+        self._conn = self._listen = None
 
     def dispatch_once(self) -> int:
         """Claim, publish and mark one batch; return how many were dispatched."""
