@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from flagsched.errors import FlagschedError
 from flagsched.settings import Settings, load_settings
 from flagsched.telemetry.metrics import Metrics
+from flagsched.telemetry.tracing import Tracing, setup_tracing
 
 log = logging.getLogger("flagsched")
 
@@ -76,6 +77,7 @@ def _cmd_worker(_args: argparse.Namespace, settings: Settings) -> int:
     from flagsched.schemas.topics import TopicLayout
 
     settings = with_endpoints(settings, start=False)
+    provider = setup_tracing(settings)
     metrics = Metrics()
     stop_metrics = _serve_metrics(settings, metrics)
     try:
@@ -85,9 +87,12 @@ def _cmd_worker(_args: argparse.Namespace, settings: Settings) -> int:
             on_result=metrics.observe,
             on_breaker=metrics.set_breaker,
             metrics=metrics,
+            tracing=Tracing(provider),
         ).run(_stop_on_signals())
     finally:
         stop_metrics()
+        if provider is not None:
+            provider.shutdown()  # exports the spans still queued
     return 0
 
 
@@ -102,13 +107,19 @@ def _cmd_producer(_args: argparse.Namespace, settings: Settings) -> int:
     BacklogCollector(settings.require_database_url(), settings.retry_tiers_s).register(
         metrics.registry
     )
+    provider = setup_tracing(settings)
     stop_metrics = _serve_metrics(settings, metrics)
     try:
-        Dispatcher(settings, TopicLayout.from_settings(settings), metrics=metrics).run(
-            _stop_on_signals()
-        )
+        Dispatcher(
+            settings,
+            TopicLayout.from_settings(settings),
+            metrics=metrics,
+            tracing=Tracing(provider),
+        ).run(_stop_on_signals())
     finally:
         stop_metrics()
+        if provider is not None:
+            provider.shutdown()
     return 0
 
 

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
         default=None, ge=0, le=65535, description="Prometheus /metrics port; unset: no endpoint"
     )
     metrics_addr: str = "127.0.0.1"
+    tracing: Literal["off", "otel", "console", "jsonl"] = Field(
+        default="otel",
+        description="otel: as the OTEL_* variables say (nothing if none is set); see docs",
+    )
+    tracing_jsonl_path: Path | None = None
 
     # --- circuit breaker (database outages) ------------------------------------------
     breaker_failure_threshold: int = Field(default=3, ge=1)

@@ -38,8 +38,9 @@ def test_critical_schedule_overtakes_the_normal_backlog(make_settings, db, dsn):
                 timeout_s=120,
             )
     print(f"normal schedules applied between dispatch and the critical one: {overtaken}")
-    # at most the batch in hand and one more poll's worth, not the buffered backlog
-    assert overtaken <= 2 * settings.max_poll_records, overtaken
+    # a few polls' worth while the priority fetch arrives, never the buffered backlog
+    # (with the lane switched off, 2,700 of the 3,000 went first)
+    assert overtaken <= len(backlog) // 10, overtaken
     row = db.execute(
         "SELECT topic FROM schedule_retry_attempts WHERE schedule_id = %s", (critical,)
     ).fetchone()

@@ -21,6 +21,7 @@ from tests.support.pipeline import (
     attempts,
     header_map,
     hold_flag_lock,
+    owns,
     read_topic,
     running_dispatcher,
     running_worker,
@@ -182,10 +183,8 @@ def test_two_workers_share_partitions_and_apply_each_once(settings, db):
         running_worker(settings, worker_id="w1", on_result=hook("w1")) as w1,
         running_worker(settings, worker_id="w2", on_result=hook("w2")) as w2,
     ):
-        wait_until(
-            lambda: w1.assigned and w2.assigned and not (w1.assigned & w2.assigned),
-            what="both workers hold partitions",
-        )
+        due = TopicLayout.from_settings(settings).due
+        wait_until(lambda: owns(w1, due) and owns(w2, due), what="both own due partitions")
         with running_dispatcher(settings):
             wait_until(
                 lambda: all(status_is(db, s, "applied", "superseded") for s in ids),

@@ -27,6 +27,7 @@ from tests.support.pipeline import (
     add_flag,
     add_schedule,
     connect,
+    owns,
     running_worker,
     schedule,
     setup_topics,
@@ -120,10 +121,8 @@ def test_database_outage_opens_the_group_breaker_and_burns_no_attempt(
         running_worker(settings, worker_id="w1", on_breaker=hook("w1")) as w1,
         running_worker(settings, worker_id="w2", on_breaker=hook("w2")) as w2,
     ):
-        wait_until(
-            lambda: w1.assigned and w2.assigned and not (w1.assigned & w2.assigned),
-            what="both workers hold partitions",
-        )
+        due = TopicLayout.from_settings(settings).due
+        wait_until(lambda: owns(w1, due) and owns(w2, due), what="both own due partitions")
         devstack.postgres.stop()  # a real outage: the server is gone
         publish(settings, records)
         wait_until(

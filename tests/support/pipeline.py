@@ -205,10 +205,15 @@ def running_worker(settings: Settings, **kwargs: Any) -> Iterator[Worker]:
         yield worker
 
 
+def owns(worker: Worker, topic: str) -> bool:
+    """Whether ``worker`` currently owns a partition of ``topic``."""
+    return any(tp.topic == topic for tp in worker.assigned)
+
+
 @contextlib.contextmanager
-def running_dispatcher(settings: Settings) -> Iterator[Dispatcher]:
+def running_dispatcher(settings: Settings, **kwargs: Any) -> Iterator[Dispatcher]:
     """A dispatcher in a thread."""
-    dispatcher = Dispatcher(settings, TopicLayout.from_settings(settings))
+    dispatcher = Dispatcher(settings, TopicLayout.from_settings(settings), **kwargs)
     with Running(dispatcher.run, "dispatcher"):
         yield dispatcher
 

@@ -162,7 +162,7 @@ def record_outcome(
             coords.partition,
             coords.offset,
             ctx.worker_id,
-            ctx.trace_id,
+            delivery.trace_id or ctx.trace_id,
         ),
     )
     return AttemptResult(

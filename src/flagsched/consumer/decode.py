@@ -29,6 +29,7 @@ class Delivery:
     event: ScheduleDue
     headers: RecordHeaders
     coords: Coordinates
+    trace_id: str | None = None  # of the attempt's span, stored on the attempt row
 
 
 def coordinates(record: Any) -> Coordinates:

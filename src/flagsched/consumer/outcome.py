@@ -16,7 +16,7 @@ from enum import StrEnum
 
 from flagsched.consumer.decode import Coordinates
 from flagsched.schemas.events import LifecycleEvent, LifecycleType, to_epoch_ms
-from flagsched.schemas.headers import DeadLetterReason, RecordHeaders
+from flagsched.schemas.headers import TRACEPARENT, DeadLetterReason, RecordHeaders
 from flagsched.schemas.topics import TopicLayout
 
 
@@ -193,6 +193,8 @@ def _lifecycle(result: AttemptResult, layout: TopicLayout) -> OutRecord:
         flag_version=result.flag_version,
         replay=result.replay,
     )
+    # Subscribers can continue the schedule's trace from the attempt that produced it.
+    headers = [(TRACEPARENT, result.traceparent.encode())] if result.traceparent else []
     return OutRecord(
-        layout.lifecycle, result.flag_key.encode(), event.model_dump_json().encode(), []
+        layout.lifecycle, result.flag_key.encode(), event.model_dump_json().encode(), headers
     )

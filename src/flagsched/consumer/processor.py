@@ -7,8 +7,10 @@ database connection and the mapping of failures to outcomes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
+from contextlib import AbstractContextManager, ExitStack
 from typing import Any
 
 from flagsched.consumer.apply import run_batch
@@ -23,6 +25,8 @@ from flagsched.schemas.error_classes import ErrorClass
 from flagsched.schemas.headers import DeadLetterReason, RecordHeaders
 from flagsched.schemas.topics import TopicLayout
 from flagsched.settings import Settings
+from flagsched.telemetry.metrics import tier_label
+from flagsched.telemetry.tracing import AttemptSpan, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +36,17 @@ Handled = tuple[Any, AttemptResult]  # (record, its outcome)
 class RecordProcessor:
     """Turns consumed records into :class:`AttemptResult` values."""
 
-    def __init__(self, settings: Settings, layout: TopicLayout, ctx: AttemptContext) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        layout: TopicLayout,
+        ctx: AttemptContext,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.settings = settings
         self.layout = layout
         self.ctx = ctx
+        self.tracing = tracing or Tracing()
         self._conn: DictConnection | None = None
 
     def judge(self, rec: Any) -> AttemptResult | Delivery:
@@ -66,23 +77,53 @@ class RecordProcessor:
         A partition's list stops at its first HOLD (later records wait behind it).
         Every due record is attempted in one database transaction (apply.run_batch).
         """
-        judged: list[tuple[Any, list[tuple[Any, AttemptResult | Delivery]]]] = []
-        due: list[Delivery] = []
-        for tp, records in batch.items():
-            items: list[tuple[Any, AttemptResult | Delivery]] = []
-            for rec in records:
-                verdict = self.judge(rec)
-                items.append((rec, verdict))
-                if isinstance(verdict, Delivery):
-                    due.append(verdict)
-                elif verdict.outcome is Outcome.HOLD:
-                    break
-            judged.append((tp, items))
-        done = iter(self._attempt_all(due))
-        return [
-            (tp, [(rec, next(done) if isinstance(v, Delivery) else v) for rec, v in items])
-            for tp, items in judged
-        ]
+        # One span per judged record, open until the batch's outcomes are known.
+        with ExitStack() as spans:
+            judged: list[tuple[Any, list[tuple[Any, AttemptResult | Delivery, AttemptSpan]]]] = []
+            due: list[Delivery] = []
+            for tp, records in batch.items():
+                items: list[tuple[Any, AttemptResult | Delivery, AttemptSpan]] = []
+                for rec in records:
+                    span = spans.enter_context(self._span(rec))
+                    verdict = self.judge(rec)
+                    if isinstance(verdict, Delivery) and span.trace_id:
+                        verdict = dataclasses.replace(verdict, trace_id=span.trace_id)
+                    items.append((rec, verdict, span))
+                    if isinstance(verdict, Delivery):
+                        due.append(verdict)
+                    elif verdict.outcome is Outcome.HOLD:
+                        break
+                judged.append((tp, items))
+            done = iter(self._attempt_all(due))
+            return [
+                (
+                    tp,
+                    [
+                        (rec, _traced(next(done) if isinstance(v, Delivery) else v, span))
+                        for rec, v, span in items
+                    ],
+                )
+                for tp, items in judged
+            ]
+
+    def _span(self, rec: Any) -> AbstractContextManager[AttemptSpan]:
+        headers: RecordHeaders | None = None
+        if self.tracing.enabled:
+            with contextlib.suppress(PoisonRecord):
+                headers = decode_headers(rec)
+        priority = rec.topic == self.layout.priority
+        return self.tracing.process(
+            topic=rec.topic,
+            partition=rec.partition,
+            offset=rec.offset,
+            key=rec.key,
+            group=f"{self.settings.group_id}.priority" if priority else self.settings.group_id,
+            headers=headers,
+            schedule_id=None,  # known once judged: set by _traced
+            flag_key=None,
+            attempt=headers.attempt if headers else None,
+            tier=tier_label(rec.topic),
+        )
 
     def _attempt_all(self, due: list[Delivery]) -> list[AttemptResult]:
         if not due:
@@ -153,6 +194,23 @@ def _poison(rec: Any, exc: PoisonRecord) -> AttemptResult:
         error_message=str(exc)[:1024],
         dlt_reason=DeadLetterReason.POISON,
     )
+
+
+def _traced(result: AttemptResult, span: AttemptSpan) -> AttemptResult:
+    """Finish the attempt's span; every record sent because of it carries its traceparent."""
+    span.annotate(result.schedule_id, result.flag_key, result.attempt)
+    span.finish(
+        result.outcome.value,
+        error_class=result.error_class,
+        error_message=result.error_message,
+        lateness_ms=result.lateness_ms,
+    )
+    if span.traceparent is None:
+        return result
+    carried = result.carried  # HOP forwards these headers: they name this attempt too
+    if carried is not None:
+        carried = carried.model_copy(update={"traceparent": span.traceparent})
+    return dataclasses.replace(result, traceparent=span.traceparent, carried=carried)
 
 
 def now_ms() -> int:

@@ -41,6 +41,7 @@ from flagsched.schemas.events import BreakerState
 from flagsched.schemas.topics import TopicLayout
 from flagsched.settings import Settings
 from flagsched.telemetry.metrics import Metrics
+from flagsched.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class Worker:
         on_result: ResultHook | None = None,
         on_breaker: BreakerHook | None = None,
         metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
         self.layout = layout
@@ -129,6 +131,7 @@ class Worker:
                 statement_timeout_ms=settings.apply_statement_timeout_ms,
                 error_message_max_bytes=settings.error_message_max_bytes,
             ),
+            tracing,
         )
         self._consumer: Any = None
         self._priority: Any = None

@@ -32,6 +32,7 @@ from flagsched.schemas.headers import RecordHeaders
 from flagsched.schemas.topics import TopicLayout
 from flagsched.settings import Settings
 from flagsched.telemetry.metrics import Metrics
+from flagsched.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +82,15 @@ class Dispatcher:
     """Publishes due schedules; see the module docstring."""
 
     def __init__(
-        self, settings: Settings, layout: TopicLayout, *, metrics: Metrics | None = None
+        self,
+        settings: Settings,
+        layout: TopicLayout,
+        *,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
+        self._tracing = tracing or Tracing()
         self._metrics = metrics
         self.layout = layout
         self._producer: Any = None
@@ -207,29 +214,40 @@ class Dispatcher:
     def _publish(self, items: list[tuple[dict[str, Any], int, datetime]]) -> None:
         now = datetime.now(UTC)
         futures = []
-        for row, attempt, due in items:
-            event = ScheduleDue(
-                schedule_id=row["id"],
-                flag_key=row["flag_key"],
-                scheduled_at=row["scheduled_at"],
-                priority=Priority(row["priority"]),
-                dispatched_at=now,
-            )
-            topic = self._topic_for(event.priority, due, now)
-            headers = RecordHeaders(attempt=attempt, due_ms=to_epoch_ms(due)).encode()
-            futures.append(
-                self._producer.send(
-                    topic,
-                    key=event.flag_key.encode(),
-                    value=event.model_dump_json().encode(),
-                    headers=headers,
+        # The send spans stay open until the broker acknowledged (or failed) the batch.
+        with contextlib.ExitStack() as spans:
+            for row, attempt, due in items:
+                event = ScheduleDue(
+                    schedule_id=row["id"],
+                    flag_key=row["flag_key"],
+                    scheduled_at=row["scheduled_at"],
+                    priority=Priority(row["priority"]),
+                    dispatched_at=now,
                 )
-            )
-        self._producer.flush(timeout=self.settings.connect_timeout_s)
-        for fut in futures:
-            # Raises if the broker did not acknowledge: the transaction rolls back
-            # and the rows stay pending for the next round.
-            fut.get(timeout=self.settings.connect_timeout_s)
+                topic = self._topic_for(event.priority, due, now)
+                key = event.flag_key.encode()
+                span = spans.enter_context(
+                    self._tracing.send(
+                        topic=topic,
+                        key=key,
+                        schedule_id=event.schedule_id,
+                        flag_key=event.flag_key,
+                        attempt=attempt,
+                    )
+                )
+                headers = RecordHeaders(
+                    attempt=attempt, due_ms=to_epoch_ms(due), traceparent=span.traceparent
+                ).encode()
+                futures.append(
+                    self._producer.send(
+                        topic, key=key, value=event.model_dump_json().encode(), headers=headers
+                    )
+                )
+            self._producer.flush(timeout=self.settings.connect_timeout_s)
+            for fut in futures:
+                # Raises if the broker did not acknowledge: the transaction rolls back
+                # and the rows stay pending for the next round.
+                fut.get(timeout=self.settings.connect_timeout_s)
 
     def _next_claim_s(self, row: dict[str, Any]) -> float | None:
         """Seconds until the next pending row becomes claimable."""

@@ -50,7 +50,7 @@ MESSAGES: Final[dict[str, tuple[type[BaseModel], str | None, str]]] = {
     "scheduleDue": (ScheduleDue, "ScheduleDueHeaders", "Schedule due"),
     "scheduleRetry": (ScheduleDue, "RetryHeaders", "Schedule retry"),
     "scheduleDeadLetter": (ScheduleDue, "DeadLetterHeaders", "Schedule dead-lettered"),
-    "lifecycleEvent": (LifecycleEvent, None, "Lifecycle event"),
+    "lifecycleEvent": (LifecycleEvent, "LifecycleHeaders", "Lifecycle event"),
     "controlEvent": (ControlEvent, None, "Control event"),
 }
 
@@ -121,6 +121,12 @@ HEADER_SETS: Final[dict[str, tuple[str, list[str], list[str]]]] = {
         "could not be read.",
         [*_FAILURE, h.DLT_REASON, h.TRACEPARENT],
         [h.ATTEMPT, h.DUE_MS, *_ORIGIN, h.ERROR_CLASS, h.ERROR_MESSAGE, h.DLT_REASON],
+    ),
+    "LifecycleHeaders": (
+        "Headers of a lifecycle event: the trace context of the attempt that caused it, "
+        "when tracing is on, so a subscriber can continue the schedule's trace.",
+        [h.TRACEPARENT],
+        [],
     ),
 }
 
