@@ -31,6 +31,7 @@ from flagsched.telemetry.tracing import AttemptSpan, Tracing
 log = logging.getLogger(__name__)
 
 Handled = tuple[Any, AttemptResult]  # (record, its outcome)
+Span = AttemptSpan | None
 
 
 class RecordProcessor:
@@ -79,20 +80,22 @@ class RecordProcessor:
         """
         # One span per judged record, open until the batch's outcomes are known.
         with ExitStack() as spans:
-            judged: list[tuple[Any, list[tuple[Any, AttemptResult | Delivery, AttemptSpan]]]] = []
+            judged: list[tuple[Any, list[tuple[Any, AttemptResult | Delivery, Span]]]] = []
             due: list[Delivery] = []
             for tp, records in batch.items():
-                items: list[tuple[Any, AttemptResult | Delivery, AttemptSpan]] = []
+                items: list[tuple[Any, AttemptResult | Delivery, Span]] = []
                 for rec in records:
-                    span = spans.enter_context(self._span(rec))
                     verdict = self.judge(rec)
+                    if isinstance(verdict, AttemptResult) and verdict.outcome is Outcome.HOLD:
+                        # Not an attempt: no span (a held record is judged again on wake).
+                        items.append((rec, verdict, None))
+                        break
+                    span = spans.enter_context(self._span(rec))
                     if isinstance(verdict, Delivery) and span.trace_id:
                         verdict = dataclasses.replace(verdict, trace_id=span.trace_id)
                     items.append((rec, verdict, span))
                     if isinstance(verdict, Delivery):
                         due.append(verdict)
-                    elif verdict.outcome is Outcome.HOLD:
-                        break
                 judged.append((tp, items))
             done = iter(self._attempt_all(due))
             return [
@@ -196,8 +199,10 @@ def _poison(rec: Any, exc: PoisonRecord) -> AttemptResult:
     )
 
 
-def _traced(result: AttemptResult, span: AttemptSpan) -> AttemptResult:
+def _traced(result: AttemptResult, span: Span) -> AttemptResult:
     """Finish the attempt's span; every record sent because of it carries its traceparent."""
+    if span is None:
+        return result
     span.annotate(result.schedule_id, result.flag_key, result.attempt)
     span.finish(
         result.outcome.value,
