@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup system-deps asyncapi-tools run test lint format typecheck unit integration bench clean dev-up dev-down
+.PHONY: setup system-deps asyncapi-tools run test lint format typecheck unit integration bench clean dev-up dev-down image
 
 setup: system-deps $(STAMP) asyncapi-tools
 
@@ -57,6 +57,10 @@ dev-up: setup
 
 dev-down: setup
 	$(BIN)/flagsched dev down
+
+# The container image (needs a Docker engine; see docs/deployment.md).
+image:
+	docker build -t flagsched:$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) .
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
