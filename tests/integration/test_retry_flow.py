@@ -132,3 +132,29 @@ def test_killed_worker_retry_still_runs_on_time_elsewhere(settings, db, dsn):
     assert second["worker"] == "survivor"
     assert second["started_at"] >= failed["next_attempt_at"]
     assert second["lateness_ms"] < 1000
+
+
+def test_held_retries_survive_a_rebalance_on_time(settings, db, dsn):
+    """kafka-python keeps a partition's paused flag across a rebalance: the holds must be
+    re-derived, or a partition the worker keeps stays paused for ever."""
+    keys = [f"rb{i}" for i in range(8)]
+    for key in keys:
+        add_flag(db, key)
+    sids = [add_schedule(db, k, {"enabled": True}, retry_policy={"base_s": 5.0}) for k in keys]
+    releases = [hold_flag_lock(dsn, k)[1] for k in keys]
+    with running_worker(settings, worker_id="first"), running_dispatcher(settings):
+        for sid in sids:
+            first_failure(db, sid)
+        for release in releases:
+            release()
+        # every retry now waits, held, in a tier partition; a second worker joins
+        with running_worker(settings, worker_id="second"):
+            wait_until(
+                lambda: all(status_is(db, s, "applied") for s in sids),
+                what="every retry applied",
+                timeout_s=30,
+            )
+    for sid in sids:
+        failed, second = attempts(db, sid)
+        assert second["started_at"] >= failed["next_attempt_at"]
+        assert second["lateness_ms"] < 1500, (sid, second["lateness_ms"], second["worker"])

@@ -70,20 +70,30 @@ def default_worker_id() -> str:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, worker: Worker) -> None:
+    """Holds are re-derived after every rebalance, never carried over.
+
+    kafka-python keeps the paused flag of a partition that stays assigned across a
+    rebalance, so every assigned partition is resumed here; a held record is fetched
+    again from its (sought-back) position and judged again from its headers.
+    """
+
+    def __init__(self, worker: Worker, consumer: Callable[[], Any]) -> None:
         self._w = worker
+        self._consumer = consumer
 
     def on_partitions_revoked(self, revoked: Iterable[Any]) -> None:
-        # The next owner re-derives holds from the records' headers.
         revoked = list(revoked)
         self._w.holds.forget(revoked)
         self._w.assigned.difference_update(revoked)
 
     def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
         assigned = list(assigned)
+        self._w.holds.forget(assigned)
         self._w.assigned.update(assigned)
         if self._w.breaker.is_open:
             self._w.pause_all()
+        elif assigned:
+            self._consumer().resume(*assigned)
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
 
@@ -183,7 +193,7 @@ class Worker:
         )
         self._consumer.subscribe(
             [t for t in self.layout.consumed if t != self.layout.priority],
-            listener=_Rebalance(self),
+            listener=_Rebalance(self, lambda: self._consumer),
         )
         self._priority = wait_for(
             lambda: make_consumer(self.settings, group_id=f"{group}.priority"),
@@ -191,7 +201,9 @@ class Worker:
             deadline_s=deadline,
             stop=stop,
         )
-        self._priority.subscribe([self.layout.priority], listener=_Rebalance(self))
+        self._priority.subscribe(
+            [self.layout.priority], listener=_Rebalance(self, lambda: self._priority)
+        )
         self._forwarder = wait_for(
             self._new_forwarder, what="Kafka transactions", deadline_s=deadline, stop=stop
         )
