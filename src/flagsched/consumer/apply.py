@@ -66,31 +66,35 @@ def run_batch(
     results: dict[int, AttemptResult] = {}
     with conn.transaction():
         _set_local(conn, "statement_timeout", ctx.statement_timeout_ms)
-        free = {
-            str(r["key"])
+        # Flag rows this transaction could lock at once; kept current as it updates them.
+        flags: dict[str, Row] = {
+            str(r["key"]): r
             for r in conn.execute(
-                "SELECT key FROM feature_flags WHERE key = ANY(%s) ORDER BY key"
+                "SELECT * FROM feature_flags WHERE key = ANY(%s) ORDER BY key"
                 " FOR UPDATE SKIP LOCKED",
                 (sorted({d.event.flag_key for d in deliveries}),),
             )
         }
         for i in order:
-            if deliveries[i].event.flag_key in free:
-                results[i] = _in_savepoint(conn, deliveries[i], ctx)
+            if deliveries[i].event.flag_key in flags:
+                results[i] = _attempt(conn, deliveries[i], ctx, flags)
     for i in order:
         if i not in results:
             with conn.transaction():
                 _set_local(conn, "statement_timeout", ctx.statement_timeout_ms)
-                results[i] = _in_savepoint(conn, deliveries[i], ctx)
+                results[i] = _attempt(conn, deliveries[i], ctx, None)
     return [results[i] for i in range(len(deliveries))]
 
 
-def _in_savepoint(
-    conn: psycopg.Connection[Row], delivery: Delivery, ctx: AttemptContext
+def _attempt(
+    conn: psycopg.Connection[Row],
+    delivery: Delivery,
+    ctx: AttemptContext,
+    flags: dict[str, Row] | None,
 ) -> AttemptResult:
+    # ScheduleNotFound is raised before anything is written: no savepoint needed.
     try:
-        with conn.transaction():
-            return attempt_in_transaction(conn, delivery, ctx)
+        return attempt_in_transaction(conn, delivery, ctx, flags)
     except ScheduleNotFound as exc:
         return AttemptResult(
             Outcome.POISON,
@@ -105,23 +109,26 @@ def _in_savepoint(
 
 
 def attempt_in_transaction(
-    conn: psycopg.Connection[Row], delivery: Delivery, ctx: AttemptContext
+    conn: psycopg.Connection[Row],
+    delivery: Delivery,
+    ctx: AttemptContext,
+    flags: dict[str, Row] | None = None,
 ) -> AttemptResult:
-    """The body of an attempt, inside the caller's transaction (or savepoint)."""
+    """The body of an attempt, inside the caller's transaction.
+
+    ``flags`` holds flag rows the caller's transaction has locked already (and is
+    updated here); without it the flag row is locked here, waiting up to the lock
+    timeout.
+    """
     ev, n = delivery.event, delivery.headers.attempt
     started = datetime.now(UTC)
-    # The schedule row may be briefly locked by a dispatcher publishing it:
-    # wait for it (statement timeout) instead of burning an attempt.
-    row = conn.execute(
-        "SELECT * FROM flag_schedules WHERE id = %s FOR UPDATE", (ev.schedule_id,)
-    ).fetchone()
+    # The schedule row may be briefly locked by a dispatcher publishing it: wait for it
+    # (statement timeout) instead of burning an attempt. Its attempt row comes along.
+    row = conn.execute(_SCHEDULE_AND_ATTEMPT, (n, ev.schedule_id)).fetchone()
     if row is None:
         raise ScheduleNotFound(f"schedule {ev.schedule_id} does not exist")
-    recorded = conn.execute(
-        "SELECT * FROM schedule_retry_attempts WHERE schedule_id = %s AND attempt = %s",
-        (ev.schedule_id, n),
-    ).fetchone()
-    if recorded is not None:
+    recorded = {k[4:]: row.pop(k) for k in list(row) if k.startswith("rec_")}
+    if recorded["attempt"] is not None:
         if _ms(recorded["due_at"]) != delivery.headers.due_ms:
             return AttemptResult(Outcome.DROP, n, ev.schedule_id, ev.flag_key)
         return replay(conn, row, recorded)
@@ -134,10 +141,11 @@ def attempt_in_transaction(
         return AttemptResult(Outcome.DROP, n, ev.schedule_id, ev.flag_key)
     if row["status"] == "cancelled":
         return record_outcome(conn, row, delivery, ctx, started, Outcome.CANCELLED)
-    _set_local(conn, "lock_timeout", ctx.lock_timeout_ms)
+    if flags is None:
+        _set_local(conn, "lock_timeout", ctx.lock_timeout_ms)
     try:
         with conn.transaction():  # savepoint: a failed apply rolls back only itself
-            version = _apply_update(conn, row, n)
+            version = _apply_update(conn, row, n, flags)
     except _Superseded as sup:
         return record_outcome(conn, row, delivery, ctx, started, Outcome.SUPERSEDED, by=sup.by)
     except (psycopg.Error, FlagNotFound, InvalidUpdate) as exc:
@@ -165,13 +173,18 @@ def _set_local(conn: psycopg.Connection[Row], name: str, ms: int) -> None:
     conn.execute(sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(name), sql.Literal(f"{ms}ms")))
 
 
-def _apply_update(conn: psycopg.Connection[Row], row: Row, attempt: int) -> int:
+def _apply_update(
+    conn: psycopg.Connection[Row], row: Row, attempt: int, flags: dict[str, Row] | None
+) -> int:
     """Change the flag; return its new version. Raises on any reason not to."""
-    flag = conn.execute(
-        "SELECT * FROM feature_flags WHERE key = %s FOR UPDATE", (row["flag_key"],)
-    ).fetchone()
+    key = row["flag_key"]
+    flag = flags.get(key) if flags is not None else None
     if flag is None:
-        raise FlagNotFound(f"flag {row['flag_key']!r} does not exist")
+        flag = conn.execute(
+            "SELECT * FROM feature_flags WHERE key = %s FOR UPDATE", (key,)
+        ).fetchone()
+    if flag is None:
+        raise FlagNotFound(f"flag {key!r} does not exist")
     last_at, last_id = flag["last_scheduled_at"], flag["last_schedule_id"]
     if last_at is not None and (last_at, last_id) > (row["scheduled_at"], row["id"]):
         raise _Superseded(int(last_id))
@@ -180,27 +193,49 @@ def _apply_update(conn: psycopg.Connection[Row], row: Row, attempt: int) -> int:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise InvalidUpdate(
-            f"invalid update for flag {row['flag_key']!r}: {where}: {first['msg']}"
-        ) from exc
+        raise InvalidUpdate(f"invalid update for flag {key!r}: {where}: {first['msg']}") from exc
     if not update:
-        raise InvalidUpdate(f"update for flag {row['flag_key']!r} changes nothing")
-    before = {k: flag[k] for k in ("enabled", "rollout_percentage", "config")}
+        raise InvalidUpdate(f"update for flag {key!r} changes nothing")
+    before = {k: flag[k] for k in _STATE}
     sets = [sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in update]
     params = {k: (json.dumps(v) if k == "config" else v) for k, v in update.items()}
+    # One round trip: the flag's new state and its change-log entry.
     after = conn.execute(
         sql.SQL(
-            "UPDATE feature_flags SET {}, version = version + 1, last_schedule_id = %(sid)s,"
-            " last_scheduled_at = %(sat)s, updated_at = now() WHERE key = %(key)s"
-            " RETURNING enabled, rollout_percentage, config, version"
+            "WITH f AS (UPDATE feature_flags SET {}, version = version + 1,"
+            " last_schedule_id = %(sid)s, last_scheduled_at = %(sat)s, updated_at = now()"
+            " WHERE key = %(key)s RETURNING *),"
+            " log AS (INSERT INTO flag_change_log"
+            " (flag_key, schedule_id, attempt, version, before, after)"
+            " SELECT key, %(sid)s, %(n)s, version, %(before)s,"
+            " jsonb_build_object('enabled', enabled, 'rollout_percentage', rollout_percentage,"
+            " 'config', config) FROM f)"
+            " SELECT * FROM f"
         ).format(sql.SQL(", ").join(sets)),
-        {**params, "sid": row["id"], "sat": row["scheduled_at"], "key": row["flag_key"]},
+        {
+            **params,
+            "sid": row["id"],
+            "sat": row["scheduled_at"],
+            "key": key,
+            "n": attempt,
+            "before": json.dumps(before),
+        },
     ).fetchone()
     assert after is not None
-    version = int(after.pop("version"))
-    conn.execute(
-        "INSERT INTO flag_change_log (flag_key, schedule_id, attempt, version, before, after)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
-        (row["flag_key"], row["id"], attempt, version, json.dumps(before), json.dumps(after)),
-    )
-    return version
+    if flags is not None:
+        flags[key] = after
+    return int(after["version"])
+
+
+_STATE = ("enabled", "rollout_percentage", "config")
+
+# The schedule row (locked) with the attempt row this record asks for, if recorded.
+_SCHEDULE_AND_ATTEMPT = """
+SELECT s.*, a.attempt AS rec_attempt, a.due_at AS rec_due_at, a.outcome AS rec_outcome,
+       a.error_class AS rec_error_class, a.error_message AS rec_error_message,
+       a.dlt_reason AS rec_dlt_reason, a.next_attempt_at AS rec_next_attempt_at
+  FROM flag_schedules s
+  LEFT JOIN schedule_retry_attempts a ON a.schedule_id = s.id AND a.attempt = %s
+ WHERE s.id = %s
+   FOR UPDATE OF s
+"""

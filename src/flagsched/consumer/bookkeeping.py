@@ -119,8 +119,9 @@ def record_outcome(
     due_at = datetime.fromtimestamp(delivery.headers.due_ms / 1000, UTC)
     lateness_ms = (started - due_at).total_seconds() * 1000
     terminal = outcome is not Outcome.RETRY
+    # One round trip: the schedule's new state and its attempt row.
     conn.execute(
-        "UPDATE flag_schedules SET status = %(status)s,"
+        "WITH s AS (UPDATE flag_schedules SET status = %(status)s,"
         " retry_count = CASE WHEN %(failed)s THEN %(n)s ELSE retry_count END,"
         " next_retry_at = %(next_at)s,"
         " last_error = COALESCE(%(msg)s, last_error),"
@@ -128,7 +129,13 @@ def record_outcome(
         " first_failed_at = COALESCE(first_failed_at, %(ff)s),"
         " finished_at = CASE WHEN %(terminal)s THEN now() END,"
         " finished_attempt = CASE WHEN %(terminal)s THEN %(n)s END,"
-        " superseded_by = %(by)s, updated_at = now() WHERE id = %(id)s",
+        " superseded_by = %(by)s, updated_at = now() WHERE id = %(id)s RETURNING id)"
+        " INSERT INTO schedule_retry_attempts (schedule_id, attempt, started_at, finished_at,"
+        " due_at, lateness_ms, outcome, error_class, error_message, dlt_reason, next_attempt_at,"
+        " topic, kafka_partition, kafka_offset, worker, trace_id)"
+        " SELECT s.id, %(n)s, %(started)s, now(), %(due_at)s, %(lateness)s, %(outcome)s,"
+        " %(cls)s, %(msg)s, %(reason)s, %(next_at)s, %(topic)s, %(part)s, %(off)s, %(worker)s,"
+        " %(trace)s FROM s",
         {
             "status": _STATUS[outcome],
             "failed": error_class is not None,
@@ -140,30 +147,17 @@ def record_outcome(
             "terminal": terminal,
             "by": by,
             "id": row["id"],
+            "started": started,
+            "due_at": due_at,
+            "lateness": lateness_ms,
+            "outcome": _STATUS[outcome] if outcome is not Outcome.RETRY else "retry",
+            "reason": reason.value if reason else None,
+            "topic": coords.topic,
+            "part": coords.partition,
+            "off": coords.offset,
+            "worker": ctx.worker_id,
+            "trace": delivery.trace_id or ctx.trace_id,
         },
-    )
-    conn.execute(
-        "INSERT INTO schedule_retry_attempts (schedule_id, attempt, started_at, finished_at,"
-        " due_at, lateness_ms, outcome, error_class, error_message, dlt_reason, next_attempt_at,"
-        " topic, kafka_partition, kafka_offset, worker, trace_id)"
-        " VALUES (%s, %s, %s, now(), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (
-            row["id"],
-            n,
-            started,
-            due_at,
-            lateness_ms,
-            _STATUS[outcome] if outcome is not Outcome.RETRY else "retry",
-            error_class,
-            message,
-            reason.value if reason else None,
-            next_at,
-            coords.topic,
-            coords.partition,
-            coords.offset,
-            ctx.worker_id,
-            delivery.trace_id or ctx.trace_id,
-        ),
     )
     return AttemptResult(
         outcome,
