@@ -10,7 +10,9 @@ it. Bookkeeping (consumer/bookkeeping.py) is keyed by (schedule, attempt).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -49,8 +51,9 @@ def run_batch(
     One transaction takes every schedule whose flag row it can lock at once
     (``SKIP LOCKED``), a savepoint per schedule, so a schedule that fails rolls back
     only itself. Schedules of flags locked by someone else then run one by one in
-    their own transactions, waiting up to the lock timeout: a lock held elsewhere
-    never delays the rest of the batch. Order is (flag, scheduled_at, id): each flag's
+    their own transactions, sharing one lock timeout between them: a lock held
+    elsewhere never delays the rest of the batch, and several delay the worker by
+    one timeout at most. Order is (flag, scheduled_at, id): each flag's
     changes apply in due order, and workers lock flags in the same order, so their
     batches cannot deadlock. An infrastructure error fails the whole call (nothing
     of the open transaction commits) and the caller pauses in place.
@@ -78,11 +81,19 @@ def run_batch(
         for i in order:
             if deliveries[i].event.flag_key in flags:
                 results[i] = _attempt(conn, deliveries[i], ctx, flags)
+    # The lock waits of one call share one lock timeout: a few flags held elsewhere
+    # delay the worker by at most that much, not by the timeout once per schedule.
+    budget_ms = float(ctx.lock_timeout_ms)
     for i in order:
         if i not in results:
+            wait_ms = max(1, int(min(ctx.lock_timeout_ms, budget_ms)))
+            began = time.monotonic()
             with conn.transaction():
                 _set_local(conn, "statement_timeout", ctx.statement_timeout_ms)
-                results[i] = _attempt(conn, deliveries[i], ctx, None)
+                results[i] = _attempt(
+                    conn, deliveries[i], dataclasses.replace(ctx, lock_timeout_ms=wait_ms), None
+                )
+            budget_ms -= (time.monotonic() - began) * 1000
     return [results[i] for i in range(len(deliveries))]
 
 

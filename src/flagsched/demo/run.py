@@ -54,27 +54,28 @@ def run_demo(settings: Settings, *, schedules: int, deadline_s: float = 90.0) ->
     migrate(dsn)
     layout = TopicLayout.from_settings(settings)
     create_topics(settings, layout)
+    stop = threading.Event()
+    workers = [Worker(settings, layout, worker_id=f"demo-w{i}") for i in (1, 2)]
+    threads = [threading.Thread(target=w.run, args=(stop,), daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    # Schedules fall due once both workers own partitions of both lanes: a group that
+    # is still joining would be measured as lateness.
+    settled = time.monotonic() + 30
+    while time.monotonic() < settled and not all(_settled(w, layout) for w in workers):
+        stop.wait(0.1)
     with connect(dsn, autocommit=True) as conn:
         plan = seed(conn, run_id, schedules)
     console.print(
         f"[bold]flagsched demo[/] run {run_id}: {len(plan.schedule_ids)} schedules "
         f"due from {plan.first_due:%H:%M:%S} UTC over ~20 s"
     )
-    stop = threading.Event()
-    threads = [
-        threading.Thread(target=_hold_locks, args=(dsn, plan, stop), daemon=True),
-        threading.Thread(target=Dispatcher(settings, layout).run, args=(stop,), daemon=True),
-        *(
-            threading.Thread(
-                target=Worker(settings, layout, worker_id=f"demo-w{i}").run,
-                args=(stop,),
-                daemon=True,
-            )
-            for i in (1, 2)
-        ),
-    ]
-    for t in threads:
-        t.start()
+    for target, args in (
+        (_hold_locks, (dsn, plan, stop)),
+        (Dispatcher(settings, layout).run, (stop,)),
+    ):
+        threads.append(threading.Thread(target=target, args=args, daemon=True))
+        threads[-1].start()
     finished = _watch(console, dsn, plan, deadline_s)
     stop.set()
     for t in threads:
@@ -82,6 +83,11 @@ def run_demo(settings: Settings, *, schedules: int, deadline_s: float = 90.0) ->
     with connect(dsn, autocommit=True) as conn:
         console.print(summary_table(conn, plan, layout))
     return 0 if finished else 1
+
+
+def _settled(worker: Worker, layout: TopicLayout) -> bool:
+    topics = {tp.topic for tp in worker.assigned}
+    return layout.due in topics and layout.priority in topics
 
 
 def _hold_locks(dsn: str, plan: DemoPlan, stop: threading.Event) -> None:
