@@ -90,7 +90,7 @@ class RecordProcessor:
                         # Not an attempt: no span (a held record is judged again on wake).
                         items.append((rec, verdict, None))
                         break
-                    span = spans.enter_context(self._span(rec))
+                    span = spans.enter_context(self._span(rec, verdict))
                     if isinstance(verdict, Delivery) and span.trace_id:
                         verdict = dataclasses.replace(verdict, trace_id=span.trace_id)
                     items.append((rec, verdict, span))
@@ -109,11 +109,11 @@ class RecordProcessor:
                 for tp, items in judged
             ]
 
-    def _span(self, rec: Any) -> AbstractContextManager[AttemptSpan]:
-        headers: RecordHeaders | None = None
-        if self.tracing.enabled:
-            with contextlib.suppress(PoisonRecord):
-                headers = decode_headers(rec)
+    def _span(
+        self, rec: Any, verdict: AttemptResult | Delivery
+    ) -> AbstractContextManager[AttemptSpan]:
+        # The headers judge() decoded already (a hop carries them; poison has none).
+        headers = verdict.headers if isinstance(verdict, Delivery) else verdict.carried
         priority = rec.topic == self.layout.priority
         return self.tracing.process(
             topic=rec.topic,
