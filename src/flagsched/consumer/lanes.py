@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from flagsched.consumer.kafka_compat import resume
+
 log = logging.getLogger(__name__)
 
 
@@ -55,6 +57,6 @@ class PriorityLane:
                 self._paused |= normal_now
             return True
         if self._paused:
-            normal.resume(*self._paused)
+            resume(normal, self._paused)
             self._paused.clear()
         return False

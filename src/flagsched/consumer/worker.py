@@ -30,6 +30,7 @@ from flagsched.consumer.breaker import Breaker, BreakerConfig, DrainLimiter
 from flagsched.consumer.control import ControlChannel
 from flagsched.consumer.decode import Coordinates, coordinates
 from flagsched.consumer.holds import Holds
+from flagsched.consumer.kafka_compat import resume
 from flagsched.consumer.lanes import PriorityLane
 from flagsched.consumer.outcome import AttemptResult, Outcome, OutRecord, Source, decide
 from flagsched.consumer.processor import RecordProcessor, now_ms
@@ -93,7 +94,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         if self._w.breaker.is_open:
             self._w.pause_all()
         elif assigned:
-            self._consumer().resume(*assigned)
+            resume(self._consumer(), assigned)
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
 
@@ -295,7 +296,7 @@ class Worker:
 
     def _resume_all(self) -> None:
         for consumer in self._consumers():
-            consumer.resume(*consumer.assignment())
+            resume(consumer, consumer.assignment())
         self._drain.start()
         self._notify_breaker()
 
@@ -320,7 +321,7 @@ class Worker:
         for tp in self.holds.expired(now_ms()):
             consumer = self._owner(tp)
             if tp in consumer.assignment():
-                consumer.resume(tp)
+                resume(consumer, [tp])
 
     # --- a poll's records ----------------------------------------------------------
     def _handle(self, batch: Batch, consumer: Any) -> None:
@@ -383,7 +384,7 @@ class Worker:
                 self.holds.forget([tp])
                 consumer.seek(tp, records[0].offset)
                 if not self.breaker.is_open:
-                    consumer.resume(tp)
+                    resume(consumer, [tp])
 
     # --- one record ------------------------------------------------------------------
     def _source(self, rec: Any) -> Source:
