@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup system-deps asyncapi-tools run test lint format typecheck unit integration bench clean dev-up dev-down image
+.PHONY: setup system-deps asyncapi-tools run test lint format typecheck unit integration bench chaos clean dev-up dev-down image
 
 setup: system-deps $(STAMP) asyncapi-tools
 
@@ -51,6 +51,11 @@ typecheck: setup
 
 bench: setup
 	$(BIN)/python -m bench
+
+# The long chaos run: 10,000 schedules with kills, broker restarts, database outages
+# and rebalances, then the ledger check (docs/reliability.md).
+chaos: setup
+	$(BIN)/python -m bench.chaos --schedules 10000
 
 dev-up: setup
 	$(BIN)/flagsched dev up

@@ -4,21 +4,24 @@ are injected; afterwards every schedule is accounted for (tests/support/chaos.py
 docs/reliability.md). The long variant is ``python -m bench.chaos``.
 
 The seed of a run is printed with its ledger; ``CHAOS_SEED=<n>`` replays its choices
-(which worker is killed when, the workload mix).
+(which worker is killed when, the workload mix). ``CHAOS_LOG_DIR=<dir>`` keeps the
+processes' logs.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
 
-from flagsched.producer.dispatcher import Dispatcher
-from flagsched.schemas.topics import TopicLayout
+from flagsched.clients import make_admin, make_consumer
+from flagsched.consumer.kafka_compat import resume
 from tests.support.chaos import (
     BREAKER_OVERRIDES,
     CHAOS_OVERRIDES,
@@ -30,14 +33,7 @@ from tests.support.chaos import (
     seed_workload,
     spaced_times,
 )
-from tests.support.pipeline import (
-    Running,
-    add_flag,
-    add_schedule,
-    connect,
-    status_is,
-    wait_until,
-)
+from tests.support.pipeline import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -53,6 +49,13 @@ def need_local_stack(devstack: Any) -> None:
         )
 
 
+def log_dir(tmp_path: Path) -> Path:
+    """The processes' logs: under ``CHAOS_LOG_DIR`` when set (to keep them, e.g. as CI
+    artifacts), else in the test's temporary directory."""
+    keep = os.environ.get("CHAOS_LOG_DIR")
+    return Path(keep) / tmp_path.name if keep else tmp_path / "logs"
+
+
 def chaos_seed() -> int:
     return int(os.environ.get("CHAOS_SEED") or random.randrange(2**32))
 
@@ -64,6 +67,7 @@ def chaos(
     *,
     seed: int,
     devstack: Any = None,
+    spread_s: float = SPREAD_S,
     transient_retry_base_s: float | None = None,
     canary: bool = False,
 ) -> Ledger:
@@ -75,7 +79,7 @@ def chaos(
             SCHEDULES,
             run_id=run_id,
             start_in_s=1.5,
-            spread_s=SPREAD_S,
+            spread_s=spread_s,
             seed=seed,
             transient_retry_base_s=transient_retry_base_s,
         )
@@ -85,7 +89,7 @@ def chaos(
             settings,
             workload,
             faults,
-            log_dir=tmp_path / "logs",
+            log_dir=log_dir(tmp_path),
             devstack=devstack,
             seed=seed,
             drain_timeout_s=60.0,
@@ -97,6 +101,8 @@ def chaos(
     assert ledger.lost == 0
     assert ledger.double_applied == 0
     assert ledger.dead > 0  # the permanent failures
+    # Every process survived its fault (a supervisor would have restarted it: listed here).
+    assert not ledger.stats.process_exits, ledger.render()
     return ledger
 
 
@@ -106,7 +112,6 @@ def test_sigkilled_workers_lose_and_double_nothing(make_settings, db, tmp_path):
     kills = spaced_times(random.Random(seed), 3, lo=0.5, hi=SPREAD_S + 2.0, gap=2.5)
     ledger = chaos(settings, tmp_path, [PlannedFault(t, "worker_kill") for t in kills], seed=seed)
     assert ledger.faults == {"worker_kill": 3}
-    assert not [x for x in ledger.stats.process_exits if "worker" in x], ledger.render()
 
 
 def test_broker_restart_mid_run_loses_and_doubles_nothing(make_settings, db, tmp_path, devstack):
@@ -148,37 +153,67 @@ def test_rebalance_while_tiers_are_held_leaves_nothing_paused_or_early(make_sett
     ledger = chaos(
         settings,
         tmp_path,
-        [PlannedFault(SPREAD_S * 0.15, "rebalance"), PlannedFault(SPREAD_S * 0.6, "rebalance")],
+        [PlannedFault(1.0, "rebalance"), PlannedFault(8.0, "rebalance")],
         seed=seed,
+        spread_s=18.0,
         # lock-failed schedules retry after 2 s and more: their records sit held in the tiers
         transient_retry_base_s=2.0,
         # afterwards a schedule through every due/priority partition and every tier partition
         canary=True,
     )
     assert ledger.faults == {"rebalance": 2}
-    assert any(e.detail["held_at_join"] or e.detail["held_at_leave"] for e in ledger.stats.faults)
+    # both happened while records were held in the tiers
+    held = ("held_before", "held_at_join", "held_at_leave")
+    assert all(any(e.detail[k] for k in held) for e in ledger.stats.faults), ledger.render()
     assert ledger.retried > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Dispatcher.run has no handling for database errors; a PostgreSQL restart "
-    "kills it (psycopg.OperationalError escapes run())",
-)
-def test_dispatcher_survives_a_database_outage(settings, db, dsn, devstack):
-    need_local_stack(devstack)
-    dispatcher = Dispatcher(settings, TopicLayout.from_settings(settings))
-    with Running(dispatcher.run, "dispatcher") as running:
-        wait_until(lambda: dispatcher.dispatched_total == 0, what="dispatcher started")
-        devstack.postgres.stop()
-        threading.Event().wait(1.0)  # the database stays down: this wait IS the fault
-        devstack.postgres.start()
-        with connect(dsn) as conn:
-            add_flag(conn, "after.outage")
-            sid = add_schedule(conn, "after.outage", {"enabled": True})
-            wait_until(
-                lambda: status_is(conn, sid, "dispatched") or not running.thread.is_alive(),
-                what="dispatched after the outage",
-                timeout_s=20,
-            )
-        assert running.thread.is_alive(), f"the dispatcher died: {running.error!r}"
+def test_a_resumed_partition_is_fetched_again(settings):
+    """The cause of lost schedules the chaos runs found, isolated: a partition paused while
+    its fetched records were next in line, resumed after other partitions' records were
+    consumed, must be fetched again. kafka-python 3.0.12 parks those records and never
+    restores them (it checks ``Fetcher._next_partition_records is None``, but a drained
+    PartitionRecords stays in that slot), and a partition with parked data is left out of
+    every fetch: the worker's held tier partitions stopped for good. A plain
+    ``consumer.resume()`` still stalls; ``kafka_compat.resume`` must not."""
+    topic = f"{settings.topic_prefix}.parked"
+    admin = make_admin(settings)
+    try:
+        admin.create_topics([NewTopic(topic, 2, 1)])
+    finally:
+        admin.close()
+    p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    publish(settings, [(p0 if i % 2 else p1, b"x") for i in range(200)])
+    consumer = make_consumer(settings, group_id=None)
+    got = {p0: 0, p1: 0}
+
+    def take(max_records: int | None = None) -> dict[Any, list[Any]]:
+        batch: dict[Any, list[Any]] = consumer.poll(timeout_ms=100, max_records=max_records)
+        for tp, records in batch.items():
+            got[tp] += len(records)
+        return batch
+
+    def read(tp: TopicPartition, total: int) -> Callable[[], bool]:
+        return lambda: bool(take() or True) and got[tp] == total
+
+    try:
+        consumer.assign([p0, p1])
+        # one record at a time until partition 1's fetched records are next in line
+        wait_until(lambda: p1 in take(max_records=1), what="partition 1 in line", interval_s=0)
+        consumer.pause(p1)  # a hold: its records are parked
+        publish(settings, [(p0, b"y")] * 20)  # other work arrives and is consumed
+        wait_until(read(p0, 120), what="partition 0 read")
+        resume(consumer, [p1])  # the hold is over: flagsched's way of resuming
+        wait_until(read(p1, 100), what="partition 1 read after resume()", timeout_s=10)
+    finally:
+        consumer.close()
+
+
+def publish(settings: Any, records: list[tuple[TopicPartition, bytes]]) -> None:
+    producer = KafkaProducer(**settings.kafka_client_config())
+    try:
+        for tp, value in records:
+            producer.send(tp.topic, value=value, partition=tp.partition)
+        producer.flush()
+    finally:
+        producer.close()

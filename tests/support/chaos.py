@@ -27,6 +27,7 @@ import itertools
 import json
 import logging
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -196,13 +197,13 @@ def seed_workload(
                 _Row(TRANSIENT, key, _healthy_update(rng), at + 0.05 * j, retry_policy=policy)
             )
         locked_until[_bucket(at + rng.uniform(0.8, 2.0), 0.5)].append(key)
-    pairs: dict[float, list[tuple[str, float]]] = defaultdict(list)
+    pairs: dict[str, list[tuple[str, float]]] = defaultdict(list)
     for i in range(n_pairs):
         key, at = f"{run_id}.s{i}", t0 + spread_s * rng.uniform(0.1, 0.8)
         # The older one retries late (3 s), after the newer one is applied: superseded.
         rows.append(_Row(PAIR_OLD, key, {"enabled": True}, at, retry_policy={"base_s": 3.0}))
         rows.append(_Row(PAIR_NEW, key, {"enabled": False, "rollout_percentage": 7}, at + 0.3))
-        pairs[_bucket(at, 1.0)].append((key, at))
+        pairs[key].append((key, at))  # a lock of its own, released once the older one failed
     w.flags = sorted(
         {*healthy_flags, *crit_flags, bad_flag, *(r.key for r in rows if r.category != PERMANENT)}
     )
@@ -253,7 +254,7 @@ def _insert(conn: psycopg.Connection[Any], flags: Sequence[str], rows: Sequence[
     return ids
 
 
-def _keys_per_partition(prefix: str, partitions: int) -> list[str]:
+def keys_per_partition(prefix: str, partitions: int) -> list[str]:
     """One flag key per partition, as kafka-python's default partitioner places keys."""
     found: dict[int, str] = {}
     for i in itertools.count():
@@ -264,31 +265,38 @@ def _keys_per_partition(prefix: str, partitions: int) -> list[str]:
     raise AssertionError("unreachable")
 
 
-def seed_canaries(conn: psycopg.Connection[Any], w: Workload, settings: Settings) -> LockGroup:
+def seed_canaries(
+    conn: psycopg.Connection[Any], w: Workload, settings: Settings
+) -> list[LockGroup]:
     """After the faults: a schedule through every due and priority partition, and a
     lock-failed one through every partition of every tier (three retries: 0.5, 1 and 2 s
     with the lock-contention backoff), to show that nothing stayed paused."""
     layout = TopicLayout.from_settings(settings)
-    count = _partition_counts(settings, [layout.due, layout.priority, *layout.tier_topics])
+    count = partition_counts(settings, [layout.due, layout.priority, *layout.tier_topics])
     tiers = max(count[t] for t in layout.tier_topics)
     now = time.time() + 1.5  # time to take the locks first
     rows = [
         _Row(CANARY, k, {"enabled": True}, now)
-        for k in _keys_per_partition(f"{w.run_id}.cd", count[layout.due])
+        for k in keys_per_partition(f"{w.run_id}.cd", count[layout.due])
     ]
     rows += [
         _Row(CANARY, k, {"enabled": True}, now, "critical")
-        for k in _keys_per_partition(f"{w.run_id}.cp", count[layout.priority])
+        for k in keys_per_partition(f"{w.run_id}.cp", count[layout.priority])
     ]
-    locked = _keys_per_partition(f"{w.run_id}.ct", tiers)
+    locked = keys_per_partition(f"{w.run_id}.ct", tiers)
     rows += [_Row(CANARY_LOCKED, k, {"enabled": True}, now, max_retries=3) for k in locked]
     keys = sorted({r.key for r in rows})
     ids = _insert(conn, keys, rows)
     w.flags += keys
     for sid, row in zip(ids, rows, strict=True):
         w.category[sid] = row.category
-    until = [sid for sid, row in zip(ids, rows, strict=True) if row.category == CANARY_LOCKED]
-    return LockGroup(locked, release_at=now + 20.0, until_ids=until, until_attempts=3)
+    # One lock per flag, released once its schedule failed three times: the fourth and
+    # last attempt (max_retries=3) then succeeds.
+    return [
+        LockGroup([row.key], release_at=now + 20.0, until_ids=[sid], until_attempts=3)
+        for sid, row in zip(ids, rows, strict=True)
+        if row.category == CANARY_LOCKED
+    ]
 
 
 class LockHolder:
@@ -432,7 +440,11 @@ class Processes:
         try:
             proc.popen.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            self.exits.append(f"{proc.name} did not stop within {timeout_s:.0f}s of SIGTERM")
+            self.exits.append(
+                f"{proc.name} did not stop within {timeout_s:.0f}s of SIGTERM (hung; stacks in"
+                f" {proc.log_path} when py-spy is installed)"
+            )
+            dump_stacks(proc)
             proc.popen.kill()
             proc.popen.wait(timeout=10)
 
@@ -461,6 +473,22 @@ class Processes:
                         f" (restarted; log {p.log_path})"
                     )
                     self.start(p.role)
+
+
+def dump_stacks(proc: Proc) -> None:
+    """Append the Python stacks of a hung process to its log, if py-spy is on PATH."""
+    py_spy = shutil.which("py-spy")
+    if py_spy is None:
+        return
+    done = subprocess.run(
+        [py_spy, "dump", "--pid", str(proc.popen.pid)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    with proc.log_path.open("a") as out:
+        out.write(f"\n=== py-spy dump of the hung process ===\n{done.stdout}{done.stderr}\n")
 
 
 def last_error(path: Path) -> str:
@@ -519,7 +547,7 @@ class Injector:
         rng: random.Random,
         *,
         outage_s: float = 3.0,
-        stay_s: float = 3.0,
+        stay_s: float = 2.0,
     ) -> None:
         self.settings = settings
         self.workload = workload
@@ -573,7 +601,11 @@ class Injector:
         return {"outage_s": self.outage_s, "in_flight_at_stop": busy}
 
     def _rebalance(self) -> dict[str, Any]:
-        held = "status = 'retrying' AND next_retry_at > now() + interval '300 milliseconds'"
+        # records waiting in the delay tiers: retries, and schedules dispatched ahead of time
+        held = (
+            "((status = 'retrying' AND next_retry_at > now() + interval '300 milliseconds')"
+            " OR (status = 'dispatched' AND scheduled_at > now() + interval '300 milliseconds'))"
+        )
         before = self._wait_count(held, at_least=1, timeout_s=5.0)
         visitor = self.procs.start("worker")
         members = len(self.procs.workers())
@@ -639,7 +671,7 @@ def _partitions(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicPar
     ]
 
 
-def _partition_counts(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
+def partition_counts(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
     consumer = _consumer(settings)
     try:
         return {t: len(consumer.partitions_for_topic(t) or ()) for t in topics}
@@ -756,6 +788,7 @@ class RunStats:
     seed: int = 0
     duration_s: float = 0.0
     drain_s: float | None = None  # first due -> every schedule final
+    drain_timeout_s: float = 0.0  # allowed after the last fault
     faults: list[FaultEvent] = field(default_factory=list)
     process_exits: list[str] = field(default_factory=list)
     unconsumed_records: int | None = None
@@ -801,7 +834,7 @@ def run_chaos(
     it with its faults, wait for the drain, and check the ledger."""
     started = time.time()
     dsn = settings.require_database_url()
-    stats = RunStats(seed=seed)
+    stats = RunStats(seed=seed, drain_timeout_s=drain_timeout_s)
     procs = Processes(settings, log_dir, f"s{seed}")
     try:
         for _ in range(workers):
@@ -829,8 +862,8 @@ def run_chaos(
                 stats.drain_s = round(time.time() - workload.first_due, 2)
         if canary and stats.drain_s is not None:
             with connect(dsn) as conn:
-                group = seed_canaries(conn, workload, settings)
-            with LockHolder(dsn, [group]):
+                groups = seed_canaries(conn, workload, settings)
+            with LockHolder(dsn, groups):
                 settle(lambda: count_not_final(dsn, workload.ids) == 0, 45.0)
         _settle_kafka(settings, stats)
     finally:
@@ -1043,6 +1076,8 @@ def check_ledger(settings: Settings, workload: Workload, stats: RunStats | None 
     extra, flag_violations = _check_flags(workload, ev)
     ledger.double_applied += extra
     v += flag_violations
+    if stats.drain_s is None and stats.drain_timeout_s:
+        v.append(f"not every schedule was final {stats.drain_timeout_s:.0f}s after the faults")
     if stats.unconsumed_records:
         v.append(f"{stats.unconsumed_records} records on consumed topics never consumed (paused?)")
     if stats.open_transactions:

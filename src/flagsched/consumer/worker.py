@@ -60,7 +60,9 @@ _DATABASE_ANSWERED = frozenset(
         Outcome.DROP,
     }
 )
-_PRIORITY_POLL_MS = 10
+# Long enough for kafka-python to complete a JoinGroup round inside poll(): at 10 ms
+# the priority group churned through rebalances for tens of seconds (chaos runs).
+_PRIORITY_POLL_MS = 50
 # The longest the normal poll blocks: priority records arriving meanwhile wait this long.
 _MAX_POLL_WAIT_MS = 100
 
@@ -162,6 +164,15 @@ class Worker:
             self._close()
 
     def _turn(self, stop: threading.Event) -> None:
+        try:
+            self._turn_once(stop)
+        except KafkaError as exc:
+            # A broker outage surfacing from poll(): the clients reconnect by themselves;
+            # nothing was consumed that is not also uncommitted, so wait and go on.
+            log.warning("kafka error in the poll loop, retrying: %s", exc)
+            stop.wait(self.settings.infra_pause_s)
+
+    def _turn_once(self, stop: threading.Event) -> None:
         self._follow_control()
         self._probe_if_due()
         # A short wait, not 0: kafka-python joins the group and rebalances inside poll().
