@@ -19,6 +19,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from kafka.errors import KafkaTimeoutError
+
 log = logging.getLogger(__name__)
 
 _PARKED = ("_paused_partition_records", "_paused_completed_fetches")
@@ -41,3 +43,39 @@ def resume(consumer: Any, partitions: Iterable[Any]) -> None:
     current = getattr(fetcher, "_next_partition_records", None)
     if current is not None and not current:  # exhausted, but blocking the restore path
         fetcher._next_partition_records = None
+
+
+def finish_transaction(
+    producer: Any, futures: list[Any], offsets: dict[Any, Any], group_meta: Any, timeout_s: float
+) -> None:
+    """Flush, check every send, add the offsets and commit, each step bounded in time.
+
+    kafka-python 3.0.12 waits without a timeout in ``send_offsets_to_transaction`` and
+    ``commit_transaction``; after a broker restart a worker hung there for good (chaos
+    runs), and once committed a transaction whose lifecycle record had failed. Here a
+    failed send or a step that does not finish in ``timeout_s`` raises, and the caller
+    aborts (or drops the producer, which the next ``init_transactions`` fences).
+    """
+    producer.flush(timeout=timeout_s)
+    for fut in futures:
+        if not fut.is_done or fut.exception is not None:
+            raise fut.exception or KafkaTimeoutError("a send of the transaction did not finish")
+    manager = producer._transaction_manager
+    _wait(
+        producer,
+        manager.send_offsets_to_transaction(offsets, group_meta),
+        timeout_s,
+        "adding the offsets to the transaction",
+    )
+    _wait(producer, manager.begin_commit(), timeout_s, "committing the transaction")
+
+
+def abort_transaction(producer: Any, timeout_s: float) -> None:
+    """Abort, bounded in time."""
+    _wait(producer, producer._transaction_manager.begin_abort(), timeout_s, "aborting")
+
+
+def _wait(producer: Any, result: Any, timeout_s: float, what: str) -> None:
+    producer._sender.wakeup()
+    if not result.wait(timeout_ms=int(timeout_s * 1000)):
+        raise KafkaTimeoutError(f"{what} did not finish within {timeout_s:.0f} s")

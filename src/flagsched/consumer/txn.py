@@ -9,6 +9,7 @@ from typing import Any
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from flagsched.consumer.kafka_compat import abort_transaction, finish_transaction
 from flagsched.consumer.outcome import OutRecord
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,9 @@ class TransactionalForwarder:
     outage never crashes the worker.
     """
 
-    def __init__(self, factory: Callable[[], Any]) -> None:
+    def __init__(self, factory: Callable[[], Any], *, timeout_s: float = 10.0) -> None:
         self._factory = factory
+        self._timeout_s = timeout_s
         self._producer: Any = self._new()
 
     def _new(self) -> Any:
@@ -44,10 +46,11 @@ class TransactionalForwarder:
             if self._producer is None:
                 self._producer = self._new()
             self._producer.begin_transaction()
-            for out in publish:
+            futures = [
                 self._producer.send(out.topic, key=out.key, value=out.value, headers=out.headers)
-            self._producer.send_offsets_to_transaction(offsets, group_meta)
-            self._producer.commit_transaction()
+                for out in publish
+            ]
+            finish_transaction(self._producer, futures, offsets, group_meta, self._timeout_s)
         except KafkaError as exc:
             log.warning("kafka transaction failed, aborting: %s", exc)
             self._abort()
@@ -58,11 +61,11 @@ class TransactionalForwarder:
         if self._producer is None:
             return
         try:
-            self._producer.abort_transaction()
+            abort_transaction(self._producer, self._timeout_s)
         except Exception:  # fenced, fatal or unreachable: drop it, a fresh one comes lazily
             log.warning("abort failed; the transactional producer will be recreated", exc_info=True)
             try:
-                self._producer.close(timeout=1)
+                self._producer.close(timeout=0)
             except Exception:
                 log.debug("closing the failed producer failed", exc_info=True)
             self._producer = None

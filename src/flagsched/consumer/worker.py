@@ -234,7 +234,8 @@ class Worker:
                     self.settings,
                     transactional_id=tid,
                     transaction_timeout_ms=self.settings.transaction_timeout_ms,
-                )
+                ),
+                timeout_s=self.settings.transaction_timeout_ms / 1000,
             )
         except KafkaError as exc:
             raise ServiceUnavailable(f"cannot start transactional producer {tid}: {exc}") from exc
