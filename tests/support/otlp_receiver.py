@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gzip
 import threading
-import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -109,6 +108,7 @@ class OtlpReceiver:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # notified on every export
         self._spans: list[ReceivedSpan] = []
         self.requests: list[dict[str, str]] = []  # headers of each accepted request
         self.errors: list[str] = []
@@ -129,18 +129,16 @@ class OtlpReceiver:
 
     def wait_for_spans(self, count: int, timeout_s: float = 10.0) -> list[ReceivedSpan]:
         """The spans received, once there are at least ``count`` (AssertionError on timeout)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            spans = self.spans
-            if len(spans) >= count:
-                return spans
-            time.sleep(0.01)
+        with self._arrived:
+            if self._arrived.wait_for(lambda: len(self._spans) >= count, timeout=timeout_s):
+                return list(self._spans)
         raise AssertionError(f"received {len(self.spans)} spans, not {count}: {self.errors}")
 
     def _accept(self, headers: dict[str, str], spans: list[ReceivedSpan]) -> None:
         with self._lock:
             self.requests.append(headers)
             self._spans.extend(spans)
+            self._arrived.notify_all()
 
     def _reject(self, reason: str) -> None:
         with self._lock:
