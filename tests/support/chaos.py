@@ -1070,7 +1070,7 @@ def check_ledger(settings: Settings, workload: Workload, stats: RunStats | None 
             per[name] = per.get(name, 0) + int(add)
         v += _check_final(sid, row, applied, ev)
         v += _check_attempts(sid, row, attempts, ev.changes.get(sid, []))
-        v += _check_expected(sid, row, attempts, workload)
+        v += _check_expected(sid, row, attempts, workload, ev.rows)
     for sid in sorted(set(ev.dead_letters) - set(workload.ids)):
         v.append(f"dead-letter record for schedule {sid}, which is not in the workload")
     extra, flag_violations = _check_flags(workload, ev)
@@ -1171,9 +1171,18 @@ def _check_timing(sid: int, attempts: list[dict[str, Any]]) -> list[str]:
 
 
 def _check_expected(
-    sid: int, row: dict[str, Any], attempts: list[dict[str, Any]], w: Workload
+    sid: int,
+    row: dict[str, Any],
+    attempts: list[dict[str, Any]],
+    w: Workload,
+    rows: dict[int, dict[str, Any]],
 ) -> list[str]:
     category, status, n = w.category[sid], str(row["status"]), len(attempts)
+    if category == HEALTHY and (status, n) == ("superseded", 1) and _newer_applied(row, rows):
+        # Per-flag ordering, as specified: a newer change of the same flag was applied
+        # first (pre-dispatched through a tier while this one waited in a backlog), so
+        # this older one is superseded, never applied over it (docs/reliability.md, 5).
+        return []
     if category in (HEALTHY, CANARY) and (status, n) != ("applied", 1):
         return [f"schedule {sid} ({category}): {status} after {n} attempts, expected applied on 1"]
     if category == PERMANENT:
@@ -1189,6 +1198,17 @@ def _check_expected(
         if reason != "exhausted":
             return [f"schedule {sid} ({category}): dead with reason {reason}, expected exhausted"]
     return []
+
+
+def _newer_applied(row: dict[str, Any], rows: dict[int, dict[str, Any]]) -> bool:
+    """Whether the schedule that superseded ``row`` is a newer, applied one of its flag."""
+    by = rows.get(int(row["superseded_by"] or 0))
+    return (
+        by is not None
+        and by["flag_key"] == row["flag_key"]
+        and by["status"] == "applied"
+        and (by["scheduled_at"], by["id"]) > (row["scheduled_at"], row["id"])
+    )
 
 
 def _check_flags(w: Workload, ev: _Evidence) -> tuple[int, list[str]]:
