@@ -184,7 +184,9 @@ def test_two_workers_share_partitions_and_apply_each_once(settings, db):
         running_worker(settings, worker_id="w2", on_result=hook("w2")) as w2,
     ):
         due = TopicLayout.from_settings(settings).due
-        wait_until(lambda: owns(w1, due) and owns(w2, due), what="both own due partitions")
+        wait_until(
+            lambda: owns(w1, due) and owns(w2, due), what="both own due partitions", timeout_s=90
+        )
         with running_dispatcher(settings):
             wait_until(
                 lambda: all(status_is(db, s, "applied", "superseded") for s in ids),

@@ -122,7 +122,9 @@ def test_database_outage_opens_the_group_breaker_and_burns_no_attempt(
         running_worker(settings, worker_id="w2", on_breaker=hook("w2")) as w2,
     ):
         due = TopicLayout.from_settings(settings).due
-        wait_until(lambda: owns(w1, due) and owns(w2, due), what="both own due partitions")
+        wait_until(
+            lambda: owns(w1, due) and owns(w2, due), what="both own due partitions", timeout_s=90
+        )
         devstack.postgres.stop()  # a real outage: the server is gone
         publish(settings, records)
         wait_until(
