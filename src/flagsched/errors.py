@@ -31,6 +31,10 @@ class FlagNotFound(FlagschedError):
     """The schedule names a flag that does not exist."""
 
 
+class FlagLocked(FlagschedError):
+    """The flag row is locked by another transaction and the worker does not wait for it."""
+
+
 class InvalidUpdate(FlagschedError):
     """The schedule's update does not fit the flag (unknown field, wrong type, range)."""
 

@@ -76,7 +76,9 @@ class Settings(BaseSettings):
     group_id: str = "flagsched-workers"
     worker_id: str | None = None
     max_poll_records: int = Field(default=500, ge=1)
-    apply_lock_timeout_ms: int = Field(default=2000, ge=1)
+    #: 0: a flag locked by another transaction is not waited for (lock_contention at once,
+    #: retried through the tiers); > 0: a poll waits up to this long in all for such flags.
+    apply_lock_timeout_ms: int = Field(default=0, ge=0)
     apply_statement_timeout_ms: int = Field(default=10000, ge=1)
     infra_pause_s: float = Field(default=2.0, gt=0)
     max_record_bytes: int = Field(default=64 * 1024, ge=1024)

@@ -387,8 +387,8 @@ def span_flush_s(settings: Settings, env: dict[str, str]) -> float:
 
 
 def test_shutdown_bound_of_the_defaults():
-    # The defaults: 10 s statement + 2 s lock + 10 s commit + 40 s close + 30 s spans.
-    assert worker_shutdown_bound_s(Settings(), {}) == pytest.approx(92.0)
+    # The defaults: 10 s statement + no lock wait + 10 s commit + 40 s close + 30 s spans.
+    assert worker_shutdown_bound_s(Settings(), {}) == pytest.approx(90.0)
 
 
 # --- Docker compose ---------------------------------------------------------------------

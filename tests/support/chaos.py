@@ -476,8 +476,9 @@ class Processes:
 
 
 def dump_stacks(proc: Proc) -> None:
-    """Append the Python stacks of a hung process to its log, if py-spy is on PATH."""
-    py_spy = shutil.which("py-spy")
+    """Append the Python stacks of a hung process to its log, if py-spy is installed
+    (next to this interpreter, as the bench extra puts it, or on PATH)."""
+    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if py_spy is None:
         return
     done = subprocess.run(

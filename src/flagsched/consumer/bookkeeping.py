@@ -1,10 +1,12 @@
 """The bookkeeping of an attempt, keyed by (schedule, attempt): the attempt row and
-the schedule's new state, written in the attempt's transaction; and the replay of
-an attempt already recorded, whose Kafka side effects must be sent again.
+the schedule's new state, planned per attempt and written in the attempt's
+transaction (any number of attempts in one statement); and the replay of an
+attempt already recorded, whose Kafka side effects must be sent again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -45,8 +47,15 @@ def _policy(ctx: AttemptContext, row: Row, error_class: str) -> RetryPolicy:
     return policy_for(ctx.policy, override, error_class)
 
 
-def record_failure(
-    conn: psycopg.Connection[Row],
+@dataclass(frozen=True)
+class Planned:
+    """An attempt's outcome and the row :func:`write_outcomes` records for it."""
+
+    result: AttemptResult
+    params: dict[str, Any]
+
+
+def plan_failure(
     row: Row,
     delivery: Delivery,
     ctx: AttemptContext,
@@ -55,15 +64,15 @@ def record_failure(
     error_class: str,
     *,
     permanent: bool,
-) -> AttemptResult:
+) -> Planned:
+    """A failed attempt: dead (permanent or exhausted) or a retry at its backoff."""
     n = delivery.headers.attempt
     message = truncate_utf8(f"{type(exc).__name__}: {exc}".strip(), ctx.error_message_max_bytes)
     first_failed = row["first_failed_at"] or started
     policy = _policy(ctx, row, error_class)
     if permanent or is_exhausted(policy, n):
         reason = DeadLetterReason.PERMANENT if permanent else DeadLetterReason.EXHAUSTED
-        return record_outcome(
-            conn,
+        return plan_outcome(
             row,
             delivery,
             ctx,
@@ -75,8 +84,7 @@ def record_failure(
             first_failed=first_failed,
         )
     due = next_attempt_at(policy, n, seed_for(row["id"], n + 1), datetime.now(UTC))
-    return record_outcome(
-        conn,
+    return plan_outcome(
         row,
         delivery,
         ctx,
@@ -98,8 +106,7 @@ _STATUS = {
 }
 
 
-def record_outcome(
-    conn: psycopg.Connection[Row],
+def plan_outcome(
     row: Row,
     delivery: Delivery,
     ctx: AttemptContext,
@@ -113,53 +120,34 @@ def record_outcome(
     reason: DeadLetterReason | None = None,
     next_at: datetime | None = None,
     first_failed: datetime | None = None,
-) -> AttemptResult:
-    """Record the attempt row and the schedule's new state in the open transaction."""
+) -> Planned:
+    """The attempt row and the schedule's new state for one outcome (nothing written)."""
     n, coords = delivery.headers.attempt, delivery.coords
     due_at = datetime.fromtimestamp(delivery.headers.due_ms / 1000, UTC)
     lateness_ms = (started - due_at).total_seconds() * 1000
-    terminal = outcome is not Outcome.RETRY
-    # One round trip: the schedule's new state and its attempt row.
-    conn.execute(
-        "WITH s AS (UPDATE flag_schedules SET status = %(status)s,"
-        " retry_count = CASE WHEN %(failed)s THEN %(n)s ELSE retry_count END,"
-        " next_retry_at = %(next_at)s,"
-        " last_error = COALESCE(%(msg)s, last_error),"
-        " last_error_class = COALESCE(%(cls)s, last_error_class),"
-        " first_failed_at = COALESCE(first_failed_at, %(ff)s),"
-        " finished_at = CASE WHEN %(terminal)s THEN now() END,"
-        " finished_attempt = CASE WHEN %(terminal)s THEN %(n)s END,"
-        " superseded_by = %(by)s, updated_at = now() WHERE id = %(id)s RETURNING id)"
-        " INSERT INTO schedule_retry_attempts (schedule_id, attempt, started_at, finished_at,"
-        " due_at, lateness_ms, outcome, error_class, error_message, dlt_reason, next_attempt_at,"
-        " topic, kafka_partition, kafka_offset, worker, trace_id)"
-        " SELECT s.id, %(n)s, %(started)s, now(), %(due_at)s, %(lateness)s, %(outcome)s,"
-        " %(cls)s, %(msg)s, %(reason)s, %(next_at)s, %(topic)s, %(part)s, %(off)s, %(worker)s,"
-        " %(trace)s FROM s",
-        {
-            "status": _STATUS[outcome],
-            "failed": error_class is not None,
-            "n": n,
-            "next_at": next_at,
-            "msg": message,
-            "cls": error_class,
-            "ff": first_failed,
-            "terminal": terminal,
-            "by": by,
-            "id": row["id"],
-            "started": started,
-            "due_at": due_at,
-            "lateness": lateness_ms,
-            "outcome": _STATUS[outcome] if outcome is not Outcome.RETRY else "retry",
-            "reason": reason.value if reason else None,
-            "topic": coords.topic,
-            "part": coords.partition,
-            "off": coords.offset,
-            "worker": ctx.worker_id,
-            "trace": delivery.trace_id or ctx.trace_id,
-        },
-    )
-    return AttemptResult(
+    params = {
+        "id": row["id"],
+        "status": _STATUS[outcome],
+        "failed": error_class is not None,
+        "n": n,
+        "next_at": next_at,
+        "msg": message,
+        "cls": error_class,
+        "ff": first_failed,
+        "terminal": outcome is not Outcome.RETRY,
+        "by": by,
+        "started": started,
+        "due_at": due_at,
+        "lateness": lateness_ms,
+        "outcome": _STATUS[outcome] if outcome is not Outcome.RETRY else "retry",
+        "reason": reason.value if reason else None,
+        "topic": coords.topic,
+        "part": coords.partition,
+        "off": coords.offset,
+        "worker": ctx.worker_id,
+        "trace": delivery.trace_id or ctx.trace_id,
+    }
+    result = AttemptResult(
         outcome,
         n,
         row["id"],
@@ -175,6 +163,96 @@ def record_outcome(
         due_ms=delivery.headers.due_ms,
         lateness_ms=lateness_ms,
     )
+    return Planned(result, params)
+
+
+# (parameter, SQL array type) of one planned row, in the order of _WRITE's unnest.
+_COLUMNS = (
+    ("id", "bigint"),
+    ("status", "text"),
+    ("failed", "boolean"),
+    ("n", "integer"),
+    ("next_at", "timestamptz"),
+    ("msg", "text"),
+    ("cls", "text"),
+    ("ff", "timestamptz"),
+    ("terminal", "boolean"),
+    ("by", "bigint"),
+    ("started", "timestamptz"),
+    ("due_at", "timestamptz"),
+    ("lateness", "double precision"),
+    ("outcome", "text"),
+    ("reason", "text"),
+    ("topic", "text"),
+    ("part", "integer"),
+    ("off", "bigint"),
+    ("worker", "text"),
+    ("trace", "text"),
+)
+
+# One round trip for any number of attempts (schedule ids must be distinct): each
+# schedule's new state and its attempt row.
+_WRITE = (
+    "WITH v AS (SELECT * FROM unnest("
+    + ", ".join(f"%({name})s::{kind}[]" for name, kind in _COLUMNS)
+    + ") AS v("
+    + ", ".join(f"c_{name}" for name, _ in _COLUMNS)
+    + ")),"
+    " s AS (UPDATE flag_schedules f SET status = v.c_status,"
+    " retry_count = CASE WHEN v.c_failed THEN v.c_n ELSE f.retry_count END,"
+    " next_retry_at = v.c_next_at,"
+    " last_error = COALESCE(v.c_msg, f.last_error),"
+    " last_error_class = COALESCE(v.c_cls, f.last_error_class),"
+    " first_failed_at = COALESCE(f.first_failed_at, v.c_ff),"
+    " finished_at = CASE WHEN v.c_terminal THEN now() END,"
+    " finished_attempt = CASE WHEN v.c_terminal THEN v.c_n END,"
+    " superseded_by = v.c_by, updated_at = now() FROM v WHERE f.id = v.c_id RETURNING f.id)"
+    " INSERT INTO schedule_retry_attempts (schedule_id, attempt, started_at, finished_at,"
+    " due_at, lateness_ms, outcome, error_class, error_message, dlt_reason, next_attempt_at,"
+    " topic, kafka_partition, kafka_offset, worker, trace_id)"
+    " SELECT v.c_id, v.c_n, v.c_started, now(), v.c_due_at, v.c_lateness, v.c_outcome,"
+    " v.c_cls, v.c_msg, v.c_reason, v.c_next_at, v.c_topic, v.c_part, v.c_off, v.c_worker,"
+    " v.c_trace FROM v JOIN s ON s.id = v.c_id"
+)
+
+
+def write_outcomes(conn: psycopg.Connection[Row], planned: Sequence[Planned]) -> None:
+    """Record planned attempts in the open transaction, in one statement."""
+    if not planned:
+        return
+    conn.execute(_WRITE, {name: [p.params[name] for p in planned] for name, _ in _COLUMNS})
+
+
+def record_failure(
+    conn: psycopg.Connection[Row],
+    row: Row,
+    delivery: Delivery,
+    ctx: AttemptContext,
+    started: datetime,
+    exc: BaseException,
+    error_class: str,
+    *,
+    permanent: bool,
+) -> AttemptResult:
+    """Plan and record a failed attempt (see :func:`plan_failure`)."""
+    planned = plan_failure(row, delivery, ctx, started, exc, error_class, permanent=permanent)
+    write_outcomes(conn, [planned])
+    return planned.result
+
+
+def record_outcome(
+    conn: psycopg.Connection[Row],
+    row: Row,
+    delivery: Delivery,
+    ctx: AttemptContext,
+    started: datetime,
+    outcome: Outcome,
+    **details: Any,
+) -> AttemptResult:
+    """Plan and record one outcome (see :func:`plan_outcome`)."""
+    planned = plan_outcome(row, delivery, ctx, started, outcome, **details)
+    write_outcomes(conn, [planned])
+    return planned.result
 
 
 def replay(conn: psycopg.Connection[Row], row: Row, rec: Row) -> AttemptResult:

@@ -15,6 +15,7 @@ import psycopg
 from psycopg import errors as pg
 
 from flagsched.errors import (
+    FlagLocked,
     FlagNotFound,
     InvalidUpdate,
     PoisonRecord,
@@ -42,6 +43,7 @@ TABLE: tuple[tuple[type[BaseException], ErrorClass, Disposition], ...] = (
     (ScheduleNotFound, ErrorClass.SCHEDULE_NOT_FOUND, _P),
     (ServiceUnavailable, ErrorClass.INFRASTRUCTURE, _I),
     # contention: another transaction holds what we need; try again later
+    (FlagLocked, ErrorClass.LOCK_CONTENTION, _R),  # SKIP LOCKED found it held
     (pg.LockNotAvailable, ErrorClass.LOCK_CONTENTION, _R),  # 55P03, lock_timeout
     (pg.DeadlockDetected, ErrorClass.DEADLOCK, _R),  # 40P01
     (pg.SerializationFailure, ErrorClass.SERIALIZATION, _R),  # 40001

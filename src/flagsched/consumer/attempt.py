@@ -1,0 +1,231 @@
+"""One attempt of one schedule in PostgreSQL, and the rules every attempt shares.
+
+The row is the truth. An attempt locks the schedule row and decides from its
+state and the attempt rows whether this record is new work, a replay of an
+attempt already recorded (its Kafka side effects were lost, so they are
+redone), or stale (:func:`triage`); then applies the update inside a
+savepoint, so a failed apply rolls back only itself and the attempt's
+bookkeeping still commits with it. consumer/coalesce.py applies a whole poll
+with the same rules in a few statements; this module is its fallback and the
+path for flags that must be waited for.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from pydantic import ValidationError
+
+from flagsched.consumer.bookkeeping import (
+    AttemptContext,
+    Row,
+    record_failure,
+    record_outcome,
+    replay,
+)
+from flagsched.consumer.classify import classify
+from flagsched.consumer.decode import Delivery
+from flagsched.consumer.outcome import AttemptResult, Outcome
+from flagsched.errors import FlagLocked, FlagNotFound, InvalidUpdate
+from flagsched.schemas.error_classes import Disposition, ErrorClass
+from flagsched.schemas.events import to_epoch_ms
+from flagsched.schemas.headers import DeadLetterReason
+from flagsched.schemas.updates import FlagUpdate
+
+#: The flag columns a schedule may change, as they appear in the change log.
+STATE = ("enabled", "rollout_percentage", "config")
+
+
+class Superseded(Exception):
+    """A newer schedule of the flag is applied already (per-flag ordering)."""
+
+    def __init__(self, by: int) -> None:
+        super().__init__(f"superseded by schedule {by}")
+        self.by = by
+
+
+# The schedule row (locked) with the attempt row this record asks for, if recorded.
+SCHEDULE_AND_ATTEMPT = """
+SELECT s.*, a.attempt AS rec_attempt, a.due_at AS rec_due_at, a.outcome AS rec_outcome,
+       a.error_class AS rec_error_class, a.error_message AS rec_error_message,
+       a.dlt_reason AS rec_dlt_reason, a.next_attempt_at AS rec_next_attempt_at
+  FROM flag_schedules s
+  LEFT JOIN schedule_retry_attempts a ON a.schedule_id = s.id AND a.attempt = %s
+ WHERE s.id = %s
+   FOR UPDATE OF s
+"""
+
+
+def triage(
+    conn: psycopg.Connection[Row], delivery: Delivery, row: Row | None
+) -> AttemptResult | Row:
+    """What the locked schedule row (joined with its attempt row) says of this record.
+
+    An :class:`AttemptResult` when nothing is to be attempted (unknown schedule,
+    replay of a recorded attempt, stale or duplicate wake-up); else the schedule row,
+    due for this attempt (it may be cancelled: the caller records that).
+    """
+    ev, n = delivery.event, delivery.headers.attempt
+    if row is None:
+        return AttemptResult(
+            Outcome.POISON,
+            n,
+            ev.schedule_id,
+            ev.flag_key,
+            error_class=ErrorClass.SCHEDULE_NOT_FOUND.value,
+            error_message=f"schedule {ev.schedule_id} does not exist",
+            dlt_reason=DeadLetterReason.PERMANENT,
+            due_ms=delivery.headers.due_ms,
+        )
+    row = dict(row)
+    recorded = {k[4:]: row.pop(k) for k in list(row) if k.startswith("rec_")}
+    if recorded["attempt"] is not None:
+        if _ms(recorded["due_at"]) != delivery.headers.due_ms:
+            return AttemptResult(Outcome.DROP, n, ev.schedule_id, ev.flag_key)
+        return replay(conn, row, recorded)
+    if row["status"] in ("applied", "dead", "superseded") or n != row["retry_count"] + 1:
+        return AttemptResult(Outcome.DROP, n, ev.schedule_id, ev.flag_key)
+    # A wake-up for another due time than the row's (edited or re-armed since it was
+    # sent, e.g. after pre-dispatch) is stale: the row's own wake-up does the work.
+    expected = row["scheduled_at"] if n == 1 else row["next_retry_at"]
+    if expected is None or _ms(expected) != delivery.headers.due_ms:
+        return AttemptResult(Outcome.DROP, n, ev.schedule_id, ev.flag_key)
+    return row
+
+
+def parse_update(row: Row) -> dict[str, Any]:
+    """The fields the schedule sets; raises :class:`InvalidUpdate` if it sets none or bad ones."""
+    key = row["flag_key"]
+    try:
+        update = FlagUpdate.model_validate(row["updates"]).fields()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidUpdate(f"invalid update for flag {key!r}: {where}: {first['msg']}") from exc
+    if not update:
+        raise InvalidUpdate(f"update for flag {key!r} changes nothing")
+    return update
+
+
+def check_order(flag: Row, row: Row) -> None:
+    """Raise :class:`Superseded` if the flag holds a newer schedule's change already."""
+    last_at, last_id = flag["last_scheduled_at"], flag["last_schedule_id"]
+    if last_at is not None and (last_at, last_id) > (row["scheduled_at"], row["id"]):
+        raise Superseded(int(last_id))
+
+
+def unavailable(conn: psycopg.Connection[Row], key: str) -> Exception:
+    """Why a flag row this transaction could not lock without waiting is unavailable."""
+    exists = conn.execute("SELECT 1 FROM feature_flags WHERE key = %s", (key,)).fetchone()
+    if exists is None:
+        return FlagNotFound(f"flag {key!r} does not exist")
+    return FlagLocked(f"flag {key!r} is locked by another transaction")
+
+
+def attempt_in_transaction(
+    conn: psycopg.Connection[Row],
+    delivery: Delivery,
+    ctx: AttemptContext,
+    flags: dict[str, Row] | None = None,
+) -> AttemptResult:
+    """One attempt inside the caller's transaction.
+
+    ``flags`` holds the flag rows the caller's transaction has locked already (and is
+    updated here); a flag missing from it is not waited for (lock_contention, or
+    flag_not_found). Without ``flags`` the flag row is locked here, waiting up to the
+    lock timeout.
+    """
+    started = datetime.now(UTC)
+    # The schedule row may be briefly locked by a dispatcher publishing it: wait for it
+    # (statement timeout) instead of burning an attempt. Its attempt row comes along.
+    found = conn.execute(
+        SCHEDULE_AND_ATTEMPT, (delivery.headers.attempt, delivery.event.schedule_id)
+    ).fetchone()
+    row = triage(conn, delivery, found)
+    if isinstance(row, AttemptResult):
+        return row
+    if row["status"] == "cancelled":
+        return record_outcome(conn, row, delivery, ctx, started, Outcome.CANCELLED)
+    if flags is None:
+        set_local(conn, "lock_timeout", ctx.lock_timeout_ms)
+    try:
+        with conn.transaction():  # savepoint: a failed apply rolls back only itself
+            version = _apply_update(conn, row, delivery.headers.attempt, flags)
+    except Superseded as sup:
+        return record_outcome(conn, row, delivery, ctx, started, Outcome.SUPERSEDED, by=sup.by)
+    except (psycopg.Error, FlagNotFound, FlagLocked, InvalidUpdate) as exc:
+        verdict = classify(exc)
+        if verdict.disposition is Disposition.PAUSE:
+            raise
+        return record_failure(
+            conn,
+            row,
+            delivery,
+            ctx,
+            started,
+            exc,
+            verdict.error_class.value,
+            permanent=verdict.disposition is Disposition.PERMANENT,
+        )
+    return record_outcome(conn, row, delivery, ctx, started, Outcome.APPLIED, version=version)
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return None if moment is None else to_epoch_ms(moment)
+
+
+def set_local(conn: psycopg.Connection[Row], name: str, ms: int) -> None:
+    """``SET LOCAL name = '<ms>ms'`` for the open transaction."""
+    conn.execute(sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(name), sql.Literal(f"{ms}ms")))
+
+
+def _apply_update(
+    conn: psycopg.Connection[Row], row: Row, attempt: int, flags: dict[str, Row] | None
+) -> int:
+    """Change the flag; return its new version. Raises on any reason not to."""
+    key = row["flag_key"]
+    if flags is not None:
+        flag = flags.get(key)
+        if flag is None:
+            raise unavailable(conn, key)
+    else:
+        flag = conn.execute(
+            "SELECT * FROM feature_flags WHERE key = %s FOR UPDATE", (key,)
+        ).fetchone()
+        if flag is None:
+            raise FlagNotFound(f"flag {key!r} does not exist")
+    check_order(flag, row)
+    update = parse_update(row)
+    before = {k: flag[k] for k in STATE}
+    sets = [sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in update]
+    params = {k: (json.dumps(v) if k == "config" else v) for k, v in update.items()}
+    # One round trip: the flag's new state and its change-log entry.
+    after = conn.execute(
+        sql.SQL(
+            "WITH f AS (UPDATE feature_flags SET {}, version = version + 1,"
+            " last_schedule_id = %(sid)s, last_scheduled_at = %(sat)s, updated_at = now()"
+            " WHERE key = %(key)s RETURNING *),"
+            " log AS (INSERT INTO flag_change_log"
+            " (flag_key, schedule_id, attempt, version, before, after)"
+            " SELECT key, %(sid)s, %(n)s, version, %(before)s,"
+            " jsonb_build_object('enabled', enabled, 'rollout_percentage', rollout_percentage,"
+            " 'config', config) FROM f)"
+            " SELECT * FROM f"
+        ).format(sql.SQL(", ").join(sets)),
+        {
+            **params,
+            "sid": row["id"],
+            "sat": row["scheduled_at"],
+            "key": key,
+            "n": attempt,
+            "before": json.dumps(before),
+        },
+    ).fetchone()
+    assert after is not None
+    if flags is not None:
+        flags[key] = after
+    return int(after["version"])
