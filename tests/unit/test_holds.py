@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flagsched.consumer.holds import Holds, Timing, judge
+from flagsched.consumer.holds import Holds, Timing, judge, rotation_tier
 from flagsched.schemas.headers import RecordHeaders
 from flagsched.schemas.topics import TopicLayout
 
@@ -30,6 +30,19 @@ def test_tier_record_wakes_after_its_tier_then_hops_down():
     assert (v.timing, v.until_ms) == (Timing.HOLD, T0 + 30_000)
     v = judge(LAYOUT, tier, T0, h(due), T0 + 30_000)
     assert (v.timing, v.hop_tier_s) == (Timing.HOP, 5.0)
+
+
+def test_a_rotated_record_never_wakes_after_its_due_time():
+    # Largest tier that fits the remaining time; below the smallest, the smallest
+    # (where it wakes at its due time, since due < timestamp + tier).
+    assert rotation_tier(LAYOUT, T0 + 12_000, T0) == 5.0
+    assert rotation_tier(LAYOUT, T0 + 1_000, T0) == 1.0
+    assert rotation_tier(LAYOUT, T0 + 300, T0) == 1.0
+    for due in (T0 + 300, T0 + 1_000, T0 + 7_500, T0 + 45_000):
+        tier = rotation_tier(LAYOUT, due, T0)
+        v = judge(LAYOUT, LAYOUT.tier_topic(tier), T0, h(due), T0)
+        assert v.timing is Timing.HOLD
+        assert v.until_ms <= due
 
 
 def test_remaining_below_smallest_tier_is_held_in_place():

@@ -51,6 +51,17 @@ def judge(
     return Verdict(Timing.HOP, due_ms, tier)
 
 
+def rotation_tier(layout: TopicLayout, due_ms: int, now_ms: int) -> float:
+    """The tier a held record moves to when a later record of its partition is ready.
+
+    The largest tier that fits the remaining time, else the smallest (where it wakes at
+    its due time). Either way it wakes no later than its due time: never early, never
+    made later than due by the move.
+    """
+    tier = pick_tier(layout.tiers_s, (due_ms - now_ms) / 1000)
+    return tier if tier is not None else min(layout.tiers_s)
+
+
 class Holds:
     """Partitions paused until a moment (epoch ms), with the earliest wake-up."""
 

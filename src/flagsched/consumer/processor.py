@@ -17,7 +17,7 @@ from flagsched.consumer.apply import run_batch
 from flagsched.consumer.bookkeeping import AttemptContext
 from flagsched.consumer.classify import classify
 from flagsched.consumer.decode import Delivery, coordinates, decode_event, decode_headers
-from flagsched.consumer.holds import Timing, judge
+from flagsched.consumer.holds import Timing, judge, rotation_tier
 from flagsched.consumer.outcome import AttemptResult, Outcome
 from flagsched.db.connect import DictConnection, connect
 from flagsched.errors import PoisonRecord
@@ -31,6 +31,8 @@ from flagsched.telemetry.tracing import AttemptSpan, Tracing
 log = logging.getLogger(__name__)
 
 Handled = tuple[Any, AttemptResult]  # (record, its outcome)
+#: How long a held partition of the smallest tier goes without being fetched again.
+SMALLEST_TIER_RECHECK_MS = 100
 Span = AttemptSpan | None
 
 
@@ -59,7 +61,14 @@ class RecordProcessor:
             return _poison(rec, exc)
         verdict = judge(self.layout, rec.topic, rec.timestamp, headers, now_ms())
         if verdict.timing is Timing.HOLD:
-            return AttemptResult(Outcome.HOLD, headers.attempt, hold_until_ms=verdict.until_ms)
+            return AttemptResult(
+                Outcome.HOLD,
+                headers.attempt,
+                event.schedule_id,
+                event.flag_key,
+                hold_until_ms=verdict.until_ms,
+                carried=headers,
+            )
         if verdict.timing is Timing.HOP:
             assert verdict.hop_tier_s is not None
             return AttemptResult(
@@ -72,11 +81,59 @@ class RecordProcessor:
             )
         return Delivery(event, headers, coordinates(rec))
 
+    def judge_partition(self, records: list[Any]) -> list[tuple[Any, AttemptResult | Delivery]]:
+        """Verdicts for one partition's records, in offset order, ending at a HOLD if any.
+
+        Due and priority topics: the list stops at the first HOLD. Tier topics: a record
+        with less than the smallest tier left waits for its due time, and a hop for
+        sub-tier time wakes at its due time, so a tier partition can hold a record that
+        wakes later than one behind it. There, every fetched record is judged: a held
+        record ahead of one that is ready is *rotated* (re-published to the tier that
+        fits its remaining time, see holds.rotation_tier) instead of blocking it, and
+        the partition is held at the first of the remaining records until the earliest
+        wake among them, not only the first one's. A partition of the smallest tier is
+        fetched again at least every SMALLEST_TIER_RECHECK_MS: a record appended to it
+        meanwhile may be due sooner than any record fetched so far.
+        """
+        judged: list[tuple[Any, AttemptResult | Delivery]] = []
+        for rec in records:
+            verdict = self.judge(rec)
+            judged.append((rec, verdict))
+            if _held(verdict) and rec.topic not in self.layout.tier_topics:
+                return judged
+        ready = [i for i, (_, v) in enumerate(judged) if not _held(v)]
+        last = ready[-1] if ready else -1
+        now = now_ms()
+        out = [(rec, self._rotate(v, now) if _held(v) else v) for rec, v in judged[: last + 1]]
+        rest = judged[last + 1 :]
+        if rest:
+            first_rec, first = rest[0]
+            assert isinstance(first, AttemptResult)
+            until = min(v.hold_until_ms or 0 for _, v in rest if isinstance(v, AttemptResult))
+            if self.layout.tier_topics.get(first_rec.topic) == min(self.layout.tiers_s):
+                # Records appended while the partition is paused are not seen until it
+                # is fetched again; in the smallest tier they may wake before `until`.
+                until = min(until, now + SMALLEST_TIER_RECHECK_MS)
+            out.append((first_rec, dataclasses.replace(first, hold_until_ms=until)))
+        return out
+
+    def _rotate(self, held: AttemptResult | Delivery, now: int) -> AttemptResult:
+        assert isinstance(held, AttemptResult)
+        assert held.carried is not None
+        tier = rotation_tier(self.layout, held.carried.due_ms, now)
+        return dataclasses.replace(
+            held,
+            outcome=Outcome.HOP,
+            hold_until_ms=None,
+            hop_topic=self.layout.tier_topic(tier),
+        )
+
     def process_batch(self, batch: dict[Any, list[Any]]) -> list[tuple[Any, list[Handled]]]:
         """Outcomes of a poll's records, per partition in offset order.
 
-        A partition's list stops at its first HOLD (later records wait behind it).
-        Every due record is attempted in one database transaction (apply.run_batch).
+        A partition's list ends at a HOLD (later records wait behind it; see
+        :meth:`judge_partition`). Every due record is attempted in one database
+        transaction (apply.run_batch).
         """
         # One span per judged record, open until the batch's outcomes are known.
         with ExitStack() as spans:
@@ -84,9 +141,8 @@ class RecordProcessor:
             due: list[Delivery] = []
             for tp, records in batch.items():
                 items: list[tuple[Any, AttemptResult | Delivery, Span]] = []
-                for rec in records:
-                    verdict = self.judge(rec)
-                    if isinstance(verdict, AttemptResult) and verdict.outcome is Outcome.HOLD:
+                for rec, verdict in self.judge_partition(records):
+                    if _held(verdict):
                         # Not an attempt: no span (a held record is judged again on wake).
                         items.append((rec, verdict, None))
                         break
@@ -184,6 +240,10 @@ class RecordProcessor:
             except Exception:  # a broken connection may fail to close; it is gone either way
                 log.debug("closing a broken connection failed", exc_info=True)
             self._conn = None
+
+
+def _held(verdict: AttemptResult | Delivery) -> bool:
+    return isinstance(verdict, AttemptResult) and verdict.outcome is Outcome.HOLD
 
 
 def _poison(rec: Any, exc: PoisonRecord) -> AttemptResult:
