@@ -51,8 +51,8 @@ def run(ctx: Context) -> Result:
     s = ctx.sizes
     res.notes.append(
         f"{s.steady_rate_per_s:.0f} schedules/s for {s.steady_s:.0f}s on {s.steady_flags} flags,"
-        f" {shared.WORKERS} workers; failing flags locked for {s.steady_s / 2:.0f}s; apply lock"
-        f" timeout {shared.LOCK_TIMEOUT_MS} ms; {retried} retry attempts."
+        f" {shared.WORKERS} workers; failing flags locked for {s.steady_s / 2:.0f}s;"
+        f" {shared.LOCK_WAIT}; {retried} retry attempts."
     )
     return res
 
