@@ -1,4 +1,5 @@
-"""Resuming a paused partition with kafka-python 3.0, working around a stall.
+"""kafka-python 3.0 internals in one place: resuming a paused partition (working around a
+stall) and whether a consumer is a settled group member.
 
 kafka-python parks data it fetched for a partition that was paused meanwhile
 (KAFKA-7548) and restores it when the partition is resumed — but only while its
@@ -79,3 +80,22 @@ def _wait(producer: Any, result: Any, timeout_s: float, what: str) -> None:
     producer._sender.wakeup()
     if not result.wait(timeout_ms=int(timeout_s * 1000)):
         raise KafkaTimeoutError(f"{what} did not finish within {timeout_s:.0f} s")
+
+
+def group_settled(consumer: Any) -> bool:
+    """Whether ``consumer`` is a stable member of its group, with nothing to rejoin.
+
+    kafka-python joins and rebalances inside ``poll()``; a settled member can be polled
+    without waiting. Reads the coordinator's state (kafka-python internals); an unknown
+    client version counts as not settled, so callers keep waiting in poll.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    try:
+        return bool(
+            coordinator is not None
+            and coordinator.stable()
+            and not coordinator.need_rejoin()
+            and not coordinator.coordinator_unknown()
+        )
+    except AttributeError:
+        return False

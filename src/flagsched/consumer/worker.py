@@ -30,7 +30,7 @@ from flagsched.consumer.breaker import Breaker, BreakerConfig, DrainLimiter
 from flagsched.consumer.control import ControlChannel
 from flagsched.consumer.decode import Coordinates, coordinates
 from flagsched.consumer.holds import Holds
-from flagsched.consumer.kafka_compat import resume
+from flagsched.consumer.kafka_compat import group_settled, resume
 from flagsched.consumer.lanes import PriorityLane
 from flagsched.consumer.outcome import AttemptResult, Outcome, OutRecord, Source, decide
 from flagsched.consumer.processor import RecordProcessor, now_ms
@@ -60,8 +60,10 @@ _DATABASE_ANSWERED = frozenset(
         Outcome.DROP,
     }
 )
-# Long enough for kafka-python to complete a JoinGroup round inside poll(): at 10 ms
-# the priority group churned through rebalances for tens of seconds (chaos runs).
+# While the priority group is not settled, poll it this long: kafka-python joins inside
+# poll(), and at 10 ms the priority group churned through rebalances for tens of seconds
+# (chaos runs). A settled member is polled without waiting: the loop turn is not
+# lengthened by an idle priority lane.
 _PRIORITY_POLL_MS = 50
 # The longest the normal poll blocks: priority records arriving meanwhile wait this long.
 _MAX_POLL_WAIT_MS = 100
@@ -176,7 +178,8 @@ class Worker:
         self._follow_control()
         self._probe_if_due()
         # A short wait, not 0: kafka-python joins the group and rebalances inside poll().
-        urgent = self._priority.poll(timeout_ms=_PRIORITY_POLL_MS)
+        settled = group_settled(self._priority)
+        urgent = self._priority.poll(timeout_ms=0 if settled else _PRIORITY_POLL_MS)
         self._release_holds()
         if urgent:
             self._handle(urgent, self._priority)
