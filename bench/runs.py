@@ -16,6 +16,7 @@ is up before anything is due (checked and reported).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench import cpu
 from bench.harness import (
     Proc,
     World,
@@ -73,6 +75,9 @@ class Run:
     failing_keys: set[str] = field(default_factory=set)
     profile: Path | None = None
     notes: list[str] = field(default_factory=list)
+    #: CPU seconds by component from the insert to the last applied (drain runs).
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    cpu_wall_s: float = 0.0
 
     @property
     def span_s(self) -> float:
@@ -173,7 +178,9 @@ def drain(
         if profile:
             spy = _profiler(procs[0], ctx.raw_dir / label / "worker-0.pyspy.txt")
         run = Run(label, workers, n, False, utcnow(), [], due_topic=w.layout.due)
-        _start_dispatcher(w, None, run)
+        dispatcher = _start_dispatcher(w, None, run)
+        named = {p.pid: "workers" for p in procs} | {dispatcher.pid: "dispatcher"}
+        cpu_before = cpu.snapshot(named | {os.getpid(): "bench"})
         due = utcnow() + timedelta(seconds=announce_s or 0.0)
         add_schedules(conn, at_once(keys, n, due))
         run.start = due if announce_s is not None else utcnow()
@@ -190,6 +197,9 @@ def drain(
             timeout_s=timeout_s,
             procs=procs,
         )
+        cpu_after = cpu.snapshot(named | {os.getpid(): "bench"})
+        run.cpu_s = cpu.used(cpu_before, cpu_after)
+        run.cpu_wall_s = cpu_after.at - cpu_before.at
         if trickle:
             trickle.stop()
             wait_for_count(lambda: applied_count(conn), n + trickle.sent, timeout_s=60)

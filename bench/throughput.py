@@ -10,9 +10,10 @@ Target: >= 0.5 x the lower ceiling.
 
 from __future__ import annotations
 
+import os
 import shutil
 
-from bench import ceilings, profiling, runs, shared
+from bench import ceilings, cpu, profiling, runs, shared
 from bench.runs import Run
 from bench.stats import summary
 from bench.suite import Context, Result
@@ -48,6 +49,9 @@ def run(ctx: Context) -> Result:
         )
         res.details[f"{r.workers}w"] = _details(r)
         res.notes += r.notes
+        if r.cpu_s:
+            cores = os.cpu_count() or 1
+            res.notes.append(f"{label}: " + cpu.describe(r.cpu_s, r.cpu_wall_s, r.expected, cores))
     res.details["ceilings"] = {"kafka_records_per_s": kafka, "pg_schedules_per_s": pg}
     res.notes.append(
         f"{one.expected} schedules, one per flag; 1 dispatcher; product defaults"
@@ -71,6 +75,8 @@ def _details(r: Run) -> dict[str, object]:
         "latency_ms": summary(r.latencies()),
         "statuses": r.statuses,
         "peak_rss_kb": r.peak_rss_kb,
+        "cpu_s": r.cpu_s,
+        "cpu_wall_s": r.cpu_wall_s,
     }
 
 

@@ -25,3 +25,23 @@ def test_topic_layout_names_and_count_do_not_depend_on_retries():
     specs = {s.name: s for s in layout.specs()}
     assert specs["fs.control"].configs["cleanup.policy"] == "compact"
     assert len(specs) == 11
+
+
+def test_event_ids_are_random_version_4_uuids_also_after_a_fork():
+    import os
+
+    from flagsched.schemas.events import new_event_id
+
+    ids = {new_event_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    assert {i.version for i in ids} == {4}
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id and leave at once
+        os.write(write, new_event_id().bytes)
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 16)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child != new_event_id().bytes  # the parent's next id differs from the child's

@@ -191,10 +191,11 @@ _COLUMNS = (
 )
 
 # One round trip for any number of attempts (schedule ids must be distinct): each
-# schedule's new state and its attempt row.
+# schedule's new state and its attempt row. Arrays go in binary (%b): psycopg dumps a
+# 500-row batch about 4x faster than as text, and dumping was the worker's top CPU cost.
 _WRITE = (
     "WITH v AS (SELECT * FROM unnest("
-    + ", ".join(f"%({name})s::{kind}[]" for name, kind in _COLUMNS)
+    + ", ".join(f"%({name})b::{kind}[]" for name, kind in _COLUMNS)
     + ") AS v("
     + ", ".join(f"c_{name}" for name, _ in _COLUMNS)
     + ")),"

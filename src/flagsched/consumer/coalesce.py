@@ -62,7 +62,7 @@ _ROWS = """
 SELECT s.*, a.attempt AS rec_attempt, a.due_at AS rec_due_at, a.outcome AS rec_outcome,
        a.error_class AS rec_error_class, a.error_message AS rec_error_message,
        a.dlt_reason AS rec_dlt_reason, a.next_attempt_at AS rec_next_attempt_at
-  FROM unnest(%s::bigint[], %s::integer[]) AS w(id, n)
+  FROM unnest(%b::bigint[], %b::integer[]) AS w(id, n)
   JOIN flag_schedules s ON s.id = w.id
   LEFT JOIN schedule_retry_attempts a ON a.schedule_id = s.id AND a.attempt = w.n
  ORDER BY s.id
@@ -77,15 +77,15 @@ _CHECK_TABLE = (
 _CHECK = """
 INSERT INTO flagsched_flag_check (key, enabled, rollout_percentage, config)
 SELECT key, enabled, rollout, config::jsonb
-  FROM unnest(%(key)s::text[], %(enabled)s::boolean[], %(rollout)s::integer[],
-              %(config)s::text[]) AS u(key, enabled, rollout, config)
+  FROM unnest(%(key)b::text[], %(enabled)b::boolean[], %(rollout)b::integer[],
+              %(config)b::text[]) AS u(key, enabled, rollout, config)
 """
 
 _WRITE = """
 WITH u AS (
-    SELECT * FROM unnest(%(key)s::text[], %(enabled)s::boolean[], %(rollout)s::integer[],
-                         %(config)s::text[], %(version)s::bigint[], %(sid)s::bigint[],
-                         %(sat)s::timestamptz[])
+    SELECT * FROM unnest(%(key)b::text[], %(enabled)b::boolean[], %(rollout)b::integer[],
+                         %(config)b::text[], %(version)b::bigint[], %(sid)b::bigint[],
+                         %(sat)b::timestamptz[])
         AS u(key, enabled, rollout, config, version, sid, sat)
 ), f AS (
     UPDATE feature_flags f
@@ -96,8 +96,8 @@ WITH u AS (
 )
 INSERT INTO flag_change_log (flag_key, schedule_id, attempt, version, before, after)
 SELECT key, sid, n, version, before::jsonb, after::jsonb
-  FROM unnest(%(l_key)s::text[], %(l_sid)s::bigint[], %(l_n)s::integer[],
-              %(l_version)s::bigint[], %(l_before)s::text[], %(l_after)s::text[])
+  FROM unnest(%(l_key)b::text[], %(l_sid)b::bigint[], %(l_n)b::integer[],
+              %(l_version)b::bigint[], %(l_before)b::text[], %(l_after)b::text[])
     AS l(key, sid, n, version, before, after)
 """
 

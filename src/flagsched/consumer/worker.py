@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -65,6 +66,9 @@ _DATABASE_ANSWERED = frozenset(
 # (chaos runs). A settled member is polled without waiting: the loop turn is not
 # lengthened by an idle priority lane.
 _PRIORITY_POLL_MS = 50
+# Consumer lag is sampled at most this often (a scrape is every few seconds at best;
+# sampling after every poll cost ~3 % of a busy worker's CPU).
+_LAG_SAMPLE_S = 1.0
 # The longest the normal poll blocks: priority records arriving meanwhile wait this long.
 _MAX_POLL_WAIT_MS = 100
 
@@ -153,6 +157,7 @@ class Worker:
         self._forwarder: TransactionalForwarder | None = None
         self._control: ControlChannel | None = None
         self.ready = threading.Event()
+        self._lag_sampled = float("-inf")
 
     # --- lifecycle ---------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -269,7 +274,10 @@ class Worker:
             size = sum(len(r) for r in (*batch.values(), *urgent.values()))
             if size:
                 self._metrics.observe_batch(size)
-            self._metrics.sample_consumer_lag(self._consumer)
+            now = time.monotonic()
+            if now - self._lag_sampled >= _LAG_SAMPLE_S:
+                self._metrics.sample_consumer_lag(self._consumer)
+                self._lag_sampled = now
 
     # --- breaker -------------------------------------------------------------------
     def _follow_control(self) -> None:
