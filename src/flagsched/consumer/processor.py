@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 Handled = tuple[Any, AttemptResult]  # (record, its outcome)
 #: How long a held partition of the smallest tier goes without being fetched again.
-SMALLEST_TIER_RECHECK_MS = 100
+SMALLEST_TIER_RECHECK_MS = 50
 Span = AttemptSpan | None
 
 

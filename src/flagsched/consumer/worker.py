@@ -99,6 +99,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         assigned = list(assigned)
         self._w.holds.forget(assigned)
         self._w.assigned.update(assigned)
+        self._w.lag_sampled = float("-inf")  # sample the new partitions' lag at once
         if self._w.breaker.is_open:
             self._w.pause_all()
         elif assigned:
@@ -157,7 +158,8 @@ class Worker:
         self._forwarder: TransactionalForwarder | None = None
         self._control: ControlChannel | None = None
         self.ready = threading.Event()
-        self._lag_sampled = float("-inf")
+        #: When consumer lag was last sampled (time.monotonic()).
+        self.lag_sampled = float("-inf")
 
     # --- lifecycle ---------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -275,9 +277,9 @@ class Worker:
             if size:
                 self._metrics.observe_batch(size)
             now = time.monotonic()
-            if now - self._lag_sampled >= _LAG_SAMPLE_S:
+            if now - self.lag_sampled >= _LAG_SAMPLE_S:
                 self._metrics.sample_consumer_lag(self._consumer)
-                self._lag_sampled = now
+                self.lag_sampled = now
 
     # --- breaker -------------------------------------------------------------------
     def _follow_control(self) -> None:
