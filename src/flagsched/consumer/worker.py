@@ -7,7 +7,9 @@ sought back, a timer armed through the poll timeout), or publish tier / dead
 letter / lifecycle records. Those and the source offsets are committed in one
 Kafka transaction after the database commits; a crash in between is repaired
 by the replay path of consumer/apply.py. Database outages open the circuit
-breaker, which pauses every partition of every worker in the group.
+breaker, which pauses every partition of every worker in the group
+(consumer/coordination.py). The clients are in consumer/kafka_clients.py, the
+rebalance listener in consumer/rebalance.py.
 """
 
 from __future__ import annotations
@@ -18,28 +20,24 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-from kafka import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from flagsched.clients import make_consumer, make_producer
 from flagsched.consumer.bookkeeping import AttemptContext
 from flagsched.consumer.breaker import Breaker, BreakerConfig, DrainLimiter
-from flagsched.consumer.control import ControlChannel
+from flagsched.consumer.coordination import BreakerCoordinator, BreakerHook
 from flagsched.consumer.decode import Coordinates, coordinates
 from flagsched.consumer.holds import Holds
+from flagsched.consumer.kafka_clients import KafkaClients
 from flagsched.consumer.kafka_compat import group_settled, resume
 from flagsched.consumer.lanes import PriorityLane
 from flagsched.consumer.outcome import AttemptResult, Outcome, OutRecord, Source, decide
 from flagsched.consumer.processor import RecordProcessor, now_ms
-from flagsched.consumer.txn import TransactionalForwarder
-from flagsched.errors import ServiceUnavailable
+from flagsched.consumer.rebalance import RebalanceListener
 from flagsched.retry.policy import RetryPolicy
-from flagsched.retry.waiting import wait_for
-from flagsched.schemas.events import BreakerState
 from flagsched.schemas.topics import TopicLayout
 from flagsched.settings import Settings
 from flagsched.telemetry.metrics import Metrics
@@ -48,7 +46,6 @@ from flagsched.telemetry.tracing import Tracing
 log = logging.getLogger(__name__)
 
 ResultHook = Callable[[AttemptResult, Coordinates], None]
-BreakerHook = Callable[[BreakerState], None]
 Batch = dict[Any, list[Any]]
 # Outcomes that needed a working database: they reset the breaker's failure count.
 _DATABASE_ANSWERED = frozenset(
@@ -78,35 +75,6 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Holds are re-derived after every rebalance, never carried over.
-
-    kafka-python keeps the paused flag of a partition that stays assigned across a
-    rebalance, so every assigned partition is resumed here; a held record is fetched
-    again from its (sought-back) position and judged again from its headers.
-    """
-
-    def __init__(self, worker: Worker, consumer: Callable[[], Any]) -> None:
-        self._w = worker
-        self._consumer = consumer
-
-    def on_partitions_revoked(self, revoked: Iterable[Any]) -> None:
-        revoked = list(revoked)
-        self._w.holds.forget(revoked)
-        self._w.assigned.difference_update(revoked)
-
-    def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
-        assigned = list(assigned)
-        self._w.holds.forget(assigned)
-        self._w.assigned.update(assigned)
-        self._w.lag_sampled = float("-inf")  # sample the new partitions' lag at once
-        if self._w.breaker.is_open:
-            self._w.pause_all()
-        elif assigned:
-            resume(self._consumer(), assigned)
-        log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
-
-
 class Worker:
     """Consumes the due, priority and tier topics and applies schedules."""
 
@@ -125,7 +93,6 @@ class Worker:
         self.layout = layout
         self.worker_id = worker_id or settings.worker_id or default_worker_id()
         self._on_result = on_result
-        self._on_breaker = on_breaker
         self._metrics = metrics
         self.holds = Holds()
         self._lane = PriorityLane()
@@ -153,10 +120,17 @@ class Worker:
             ),
             tracing,
         )
-        self._consumer: Any = None
-        self._priority: Any = None
-        self._forwarder: TransactionalForwarder | None = None
-        self._control: ControlChannel | None = None
+        self._clients = KafkaClients(settings, layout, self.worker_id)
+        self._coordinator = BreakerCoordinator(
+            settings,
+            self.breaker,
+            holds=self.holds,
+            assigned=self.assigned,
+            drain=self._drain,
+            clients=self._clients,
+            probe=self._processor.probe,
+            on_breaker=on_breaker,
+        )
         self.ready = threading.Event()
         #: When consumer lag was last sampled (time.monotonic()).
         self.lag_sampled = float("-inf")
@@ -164,7 +138,7 @@ class Worker:
     # --- lifecycle ---------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Poll until ``stop`` is set; then finish the batch in hand and leave the group."""
-        self._start(stop)
+        self._clients.start(stop, lambda consumer: RebalanceListener(self, consumer))
         log.info("worker %s consuming %s", self.worker_id, self.layout.consumed)
         try:
             while not stop.is_set():
@@ -182,94 +156,36 @@ class Worker:
             stop.wait(self.settings.infra_pause_s)
 
     def _turn_once(self, stop: threading.Event) -> None:
-        self._follow_control()
-        self._probe_if_due()
+        self._coordinator.follow_control()
+        self._coordinator.probe_if_due()
+        priority, normal = self._clients.priority, self._clients.consumer
         # A short wait, not 0: kafka-python joins the group and rebalances inside poll().
-        settled = group_settled(self._priority)
-        urgent = self._priority.poll(timeout_ms=0 if settled else _PRIORITY_POLL_MS)
+        settled = group_settled(priority)
+        urgent = priority.poll(timeout_ms=0 if settled else _PRIORITY_POLL_MS)
         self._release_holds()
         if urgent:
-            self._handle(urgent, self._priority)
-        waiting = self._lane.update(self._priority, self._consumer, frozen=self.breaker.is_open)
+            self._handle(urgent, priority)
+        waiting = self._lane.update(priority, normal, frozen=self.breaker.is_open)
         budget = self._drain.budget()
         if budget == 0:
             stop.wait(self._drain.wait_s())  # rate limit after an outage, on purpose
             return
         wait_ms = 0 if (urgent or waiting) else self._poll_wait_ms()
-        batch = self._consumer.poll(timeout_ms=wait_ms, max_records=budget)
+        batch = normal.poll(timeout_ms=wait_ms, max_records=budget)
         self.ready.set()
         self._sample(batch, urgent)
         self._release_holds()
         if batch:
             self._drain.spend(sum(len(r) for r in batch.values()))
-            self._handle(batch, self._consumer)
-
-    def _start(self, stop: threading.Event) -> None:
-        deadline, group = self.settings.startup_timeout_s, self.settings.group_id
-        kafka = "Kafka (FLAGSCHED_KAFKA_BOOTSTRAP_SERVERS)"
-        self._consumer = wait_for(
-            lambda: make_consumer(self.settings, group_id=group),
-            what=kafka,
-            deadline_s=deadline,
-            stop=stop,
-        )
-        self._consumer.subscribe(
-            [t for t in self.layout.consumed if t != self.layout.priority],
-            listener=_Rebalance(self, lambda: self._consumer),
-        )
-        self._priority = wait_for(
-            lambda: make_consumer(self.settings, group_id=f"{group}.priority"),
-            what=kafka,
-            deadline_s=deadline,
-            stop=stop,
-        )
-        self._priority.subscribe(
-            [self.layout.priority], listener=_Rebalance(self, lambda: self._priority)
-        )
-        self._forwarder = wait_for(
-            self._new_forwarder, what="Kafka transactions", deadline_s=deadline, stop=stop
-        )
-        self._control = wait_for(
-            lambda: ControlChannel(self.settings, self.layout, self.worker_id),
-            what="the control topic",
-            deadline_s=deadline,
-            stop=stop,
-        )
-
-    def _new_forwarder(self) -> TransactionalForwarder:
-        tid = f"{self.settings.group_id}.{self.worker_id}"
-        try:
-            return TransactionalForwarder(
-                lambda: make_producer(
-                    self.settings,
-                    transactional_id=tid,
-                    transaction_timeout_ms=self.settings.transaction_timeout_ms,
-                ),
-                timeout_s=self.settings.transaction_timeout_ms / 1000,
-            )
-        except KafkaError as exc:
-            raise ServiceUnavailable(f"cannot start transactional producer {tid}: {exc}") from exc
+            self._handle(batch, normal)
 
     def _close(self) -> None:
         log.info("worker %s leaving the group", self.worker_id)
-        closers: tuple[Callable[[], object], ...] = (
-            lambda: self._consumer.close(autocommit=False) if self._consumer else None,
-            lambda: self._priority.close(autocommit=False) if self._priority else None,
-            lambda: self._forwarder.close() if self._forwarder else None,
-            lambda: self._control.close() if self._control else None,
-            self._processor.drop_connection,
-        )
-        for closer in closers:
+        for closer in (*self._clients.closers(), self._processor.drop_connection):
             try:
                 closer()
             except Exception:  # closing is best effort; the group times us out anyway
                 log.exception("error while closing")
-
-    def _consumers(self) -> tuple[Any, ...]:
-        return tuple(c for c in (self._consumer, self._priority) if c is not None)
-
-    def _owner(self, tp: Any) -> Any:
-        return self._priority if tp.topic == self.layout.priority else self._consumer
 
     def _sample(self, batch: Batch, urgent: Batch) -> None:
         if self._metrics is not None:
@@ -278,56 +194,13 @@ class Worker:
                 self._metrics.observe_batch(size)
             now = time.monotonic()
             if now - self.lag_sampled >= _LAG_SAMPLE_S:
-                self._metrics.sample_consumer_lag(self._consumer)
+                self._metrics.sample_consumer_lag(self._clients.consumer)
                 self.lag_sampled = now
 
-    # --- breaker -------------------------------------------------------------------
-    def _follow_control(self) -> None:
-        assert self._control is not None
-        for event in self._control.poll():
-            if event.state is BreakerState.OPEN and not self.breaker.is_open:
-                log.warning("breaker opened by %s: %s; pausing", event.worker_id, event.reason)
-                self.breaker.open_remote()
-                self.pause_all()
-            elif event.state is BreakerState.CLOSED and self.breaker.close_remote():
-                log.warning("breaker closed by %s; resuming", event.worker_id)
-                self._resume_all()
-
-    def _probe_if_due(self) -> None:
-        if not self.breaker.probe_due():
-            return
-        self._notify_breaker()
-        ok = self._processor.probe()
-        self.breaker.probe_result(ok)
-        if ok:
-            self._announce(BreakerState.CLOSED, "probe succeeded")
-            self._resume_all()
-
-    def _announce(self, state: BreakerState, reason: str) -> None:
-        # Best effort: other workers also find the outage themselves, or via a stale OPEN.
-        assert self._control is not None
-        try:
-            self._control.publish(state, reason)
-        except KafkaError as exc:
-            log.warning("could not publish breaker %s: %s", state.value, exc)
-
+    # --- breaker ---------------------------------------------------------------------
     def pause_all(self) -> None:
         """Pause every partition (breaker open); held records are re-judged on resume."""
-        self.holds.forget(list(self.assigned))
-        for consumer in self._consumers():
-            for tp in consumer.assignment():
-                consumer.pause(tp)
-        self._notify_breaker()
-
-    def _resume_all(self) -> None:
-        for consumer in self._consumers():
-            resume(consumer, consumer.assignment())
-        self._drain.start()
-        self._notify_breaker()
-
-    def _notify_breaker(self) -> None:
-        if self._on_breaker is not None:
-            self._on_breaker(self.breaker.state)
+        self._coordinator.pause_all()
 
     # --- holds -------------------------------------------------------------------
     def _poll_wait_ms(self) -> int:
@@ -344,7 +217,7 @@ class Worker:
         if self.breaker.is_open:
             return
         for tp in self.holds.expired(now_ms()):
-            consumer = self._owner(tp)
+            consumer = self._clients.owner(tp)
             if tp in consumer.assignment():
                 resume(consumer, [tp])
 
@@ -380,26 +253,11 @@ class Worker:
                 publish.extend(action.publish)
                 offsets[tp] = OffsetAndMetadata(rec.offset + 1, "", -1)
         if paused_s is not None:
-            self._infra_pause(paused_s)
+            self._coordinator.infra_pause(paused_s)
         if offsets:
-            assert self._forwarder is not None
-            if not self._forwarder.commit(publish, offsets, consumer.group_metadata()):
+            assert self._clients.forwarder is not None
+            if not self._clients.forwarder.commit(publish, offsets, consumer.group_metadata()):
                 self._rewind(batch, consumer)
-
-    def _infra_pause(self, pause_s: float) -> None:
-        if self.breaker.record_failure():
-            self.pause_all()
-            reason = f"{self.settings.breaker_failure_threshold} database failures in a row"
-            self._announce(BreakerState.OPEN, reason)
-            return
-        if self.breaker.is_open:
-            self.pause_all()
-            return
-        until = now_ms() + int(pause_s * 1000)
-        for consumer in self._consumers():
-            for tp in consumer.assignment():
-                consumer.pause(tp)
-                self.holds.hold(tp, max(until, self.holds.until(tp) or 0))
 
     def _rewind(self, batch: Batch, consumer: Any) -> None:
         # Everything in the batch is redone; the database side replays idempotently.
