@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 Handled = tuple[Any, AttemptResult]  # (record, its outcome)
 #: How long a held partition of the smallest tier goes without being fetched again.
-SMALLEST_TIER_RECHECK_MS = 50
+SMALLEST_TIER_RECHECK_MS = 20
 Span = AttemptSpan | None
 
 
@@ -53,22 +53,25 @@ class RecordProcessor:
         self._conn: DictConnection | None = None
 
     def judge(self, rec: Any) -> AttemptResult | Delivery:
-        """Decode and time one record: a final outcome, or a Delivery due for an attempt."""
+        """Decode and time one record: a final outcome, or a Delivery due for an attempt.
+
+        A record that must wait is not decoded beyond its headers: a held partition is
+        judged again and again until it wakes, and its payload is checked (a malformed
+        one dead-lettered as poison) when it is due, hops or is rotated.
+        """
         try:
             headers = decode_headers(rec)
-            event = decode_event(rec, max_bytes=self.settings.max_record_bytes)
         except PoisonRecord as exc:
             return _poison(rec, exc)
         verdict = judge(self.layout, rec.topic, rec.timestamp, headers, now_ms())
         if verdict.timing is Timing.HOLD:
             return AttemptResult(
-                Outcome.HOLD,
-                headers.attempt,
-                event.schedule_id,
-                event.flag_key,
-                hold_until_ms=verdict.until_ms,
-                carried=headers,
+                Outcome.HOLD, headers.attempt, hold_until_ms=verdict.until_ms, carried=headers
             )
+        try:
+            event = decode_event(rec, max_bytes=self.settings.max_record_bytes)
+        except PoisonRecord as exc:
+            return _poison(rec, exc)
         if verdict.timing is Timing.HOP:
             assert verdict.hop_tier_s is not None
             return AttemptResult(
@@ -104,7 +107,7 @@ class RecordProcessor:
         ready = [i for i, (_, v) in enumerate(judged) if not _held(v)]
         last = ready[-1] if ready else -1
         now = now_ms()
-        out = [(rec, self._rotate(v, now) if _held(v) else v) for rec, v in judged[: last + 1]]
+        out = [(r, self._rotate(r, v, now) if _held(v) else v) for r, v in judged[: last + 1]]
         rest = judged[last + 1 :]
         if rest:
             first_rec, first = rest[0]
@@ -117,13 +120,19 @@ class RecordProcessor:
             out.append((first_rec, dataclasses.replace(first, hold_until_ms=until)))
         return out
 
-    def _rotate(self, held: AttemptResult | Delivery, now: int) -> AttemptResult:
+    def _rotate(self, rec: Any, held: AttemptResult | Delivery, now: int) -> AttemptResult:
         assert isinstance(held, AttemptResult)
         assert held.carried is not None
+        try:
+            event = decode_event(rec, max_bytes=self.settings.max_record_bytes)
+        except PoisonRecord as exc:
+            return _poison(rec, exc)
         tier = rotation_tier(self.layout, held.carried.due_ms, now)
         return dataclasses.replace(
             held,
             outcome=Outcome.HOP,
+            schedule_id=event.schedule_id,
+            flag_key=event.flag_key,
             hold_until_ms=None,
             hop_topic=self.layout.tier_topic(tier),
         )
