@@ -199,12 +199,12 @@ def test_lag_sampled_from_a_consumer_and_revoked_partitions_dropped():
     m = Metrics()
     a, b, c = TP("fs.schedule-due", 0), TP("fs.retry.1s", 1), TP("fs.retry.5s", 0)
     consumer = FakeConsumer({a: (50, 40), b: (9, 9), c: (None, 3)})
-    m.sample_consumer_lag(consumer)
+    assert m.sample_consumer_lag(consumer) is False  # c has not been fetched yet
     assert value(m, "flagsched_consumer_lag_records", topic=a.topic, partition="0") == 10
     assert value(m, "flagsched_consumer_lag_records", topic=b.topic, partition="1") == 0
     assert value(m, "flagsched_consumer_lag_records", topic=c.topic, partition="0") is None
     consumer.state = {a: (60, 60)}
-    m.sample_consumer_lag(consumer)
+    assert m.sample_consumer_lag(consumer) is True
     assert value(m, "flagsched_consumer_lag_records", topic=a.topic, partition="0") == 0
     assert value(m, "flagsched_consumer_lag_records", topic=b.topic, partition="1") is None
 
@@ -214,7 +214,7 @@ def test_lag_sampling_never_raises():
         def assignment(self) -> set[TP]:
             raise RuntimeError("consumer closed")
 
-    Metrics().sample_consumer_lag(Closed())
+    assert Metrics().sample_consumer_lag(Closed()) is False
 
 
 def test_breaker_state_and_transitions():

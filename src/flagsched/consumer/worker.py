@@ -193,8 +193,9 @@ class Worker:
             if size:
                 self._metrics.observe_batch(size)
             now = time.monotonic()
-            if now - self.lag_sampled >= _LAG_SAMPLE_S:
-                self._metrics.sample_consumer_lag(self._clients.consumer)
+            # Until every owned partition has been fetched once, sample every turn.
+            due = now - self.lag_sampled >= _LAG_SAMPLE_S
+            if due and self._metrics.sample_consumer_lag(self._clients.consumer):
                 self.lag_sampled = now
 
     # --- breaker ---------------------------------------------------------------------

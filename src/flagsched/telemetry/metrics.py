@@ -186,20 +186,27 @@ class Metrics:
             if end is not None and position is not None:
                 self.set_lag(tp.topic, tp.partition, end - position)
 
-    def sample_consumer_lag(self, consumer: Any) -> None:
+    def sample_consumer_lag(self, consumer: Any) -> bool:
         """Lag of every partition a kafka-python consumer owns, from its own fetch state
         (highwater minus position; no broker round trip), so it can run after each poll.
-        Series of partitions no longer assigned are dropped. Never raises."""
+        Series of partitions no longer assigned are dropped. Never raises. Returns
+        whether every owned partition had a lag to report (not yet, before its first
+        fetch): the caller samples again soon if not."""
         try:
             owned = set(consumer.assignment() or ())
+            complete = True
             for tp in owned:
                 high, position = consumer.highwater(tp), consumer.position(tp, timeout_ms=0)
                 if high is not None and position is not None:
                     self.set_lag(tp.topic, tp.partition, high - position)
+                else:
+                    complete = False
             self.forget_partitions(self._lag_owned - owned)
             self._lag_owned = owned
         except Exception:  # a rebalance in between, a closed consumer: skip this sample
             log.debug("consumer lag not sampled", exc_info=True)
+            return False
+        return complete
 
     def forget_partitions(self, partitions: Iterable[Any]) -> None:
         """Drop the lag series of revoked partitions (objects with topic/partition)."""
