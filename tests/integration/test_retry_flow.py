@@ -77,6 +77,35 @@ def test_stale_retry_is_superseded_by_a_newer_change(settings, db, dsn):
     assert types == {"retry_scheduled", "applied", "superseded"}
 
 
+def test_a_stale_retry_still_sets_the_fields_no_newer_change_set(settings, db, dsn):
+    """Per-field ordering: the flag ends as if its schedules had applied in due order."""
+    add_flag(db, "promo")
+    older = add_schedule(
+        db,
+        "promo",
+        {"enabled": True, "rollout_percentage": 10},
+        at=seconds_from_now(-1),
+        retry_policy={"base_s": 3.0},
+    )
+    _, release = hold_flag_lock(dsn, "promo")
+    with running_worker(settings), running_dispatcher(settings):
+        first_failure(db, older)
+        release()
+        newer = add_schedule(db, "promo", {"rollout_percentage": 50})
+        wait_until(lambda: status_is(db, newer, "applied"), what="newer applied")
+        wait_until(lambda: status_is(db, older, "applied"), what="older applied late")
+    flag = db.execute("SELECT * FROM feature_flags WHERE key = 'promo'").fetchone()
+    # the older schedule's enabled=true arrives; its rollout (10) does not undo the newer 50
+    assert (flag["enabled"], flag["rollout_percentage"]) == (True, 50)
+    assert flag["last_schedule_id"] == newer
+    log = db.execute(
+        "SELECT schedule_id, version, after FROM flag_change_log ORDER BY version"
+    ).fetchall()
+    assert [r["schedule_id"] for r in log] == [newer, older]
+    assert log[-1]["after"] == {"enabled": True, "rollout_percentage": 50, "config": {}}
+    assert [a["outcome"] for a in attempts(db, older)] == ["retry", "applied"]
+
+
 def test_cancelled_schedule_drops_its_in_flight_retry(settings, db, dsn):
     add_flag(db, "gone")
     sid = add_schedule(db, "gone", {"enabled": True}, retry_policy={"base_s": 2.0})

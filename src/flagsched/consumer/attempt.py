@@ -32,7 +32,7 @@ from flagsched.consumer.decode import Delivery
 from flagsched.consumer.outcome import AttemptResult, Outcome
 from flagsched.errors import FlagLocked, FlagNotFound, InvalidUpdate
 from flagsched.schemas.error_classes import Disposition, ErrorClass
-from flagsched.schemas.events import to_epoch_ms
+from flagsched.schemas.events import to_epoch_ms, to_epoch_us
 from flagsched.schemas.headers import DeadLetterReason
 from flagsched.schemas.updates import FlagUpdate
 
@@ -111,11 +111,52 @@ def parse_update(row: Row) -> dict[str, Any]:
     return update
 
 
-def check_order(flag: Row, row: Row) -> None:
-    """Raise :class:`Superseded` if the flag holds a newer schedule's change already."""
-    last_at, last_id = flag["last_scheduled_at"], flag["last_schedule_id"]
-    if last_at is not None and (last_at, last_id) > (row["scheduled_at"], row["id"]):
-        raise Superseded(int(last_id))
+Stamp = tuple[int, int]  # (scheduled_at in epoch microseconds, schedule id)
+
+
+def _stamp(moment: datetime, schedule_id: int) -> Stamp:
+    return (to_epoch_us(moment), int(schedule_id))
+
+
+def _stamps(flag: Row) -> dict[str, Stamp]:
+    """Which schedule set each field last. A flag last changed before field stamps
+    existed (migration 0004) has none: all its fields count as set by its newest
+    applied schedule, ``(last_scheduled_at, last_schedule_id)``."""
+    stamps = flag.get("field_stamps") or {}
+    if stamps:
+        return {f: (int(s[0]), int(s[1])) for f, s in stamps.items()}
+    if flag["last_scheduled_at"] is None:
+        return {}
+    legacy = _stamp(flag["last_scheduled_at"], flag["last_schedule_id"])
+    return dict.fromkeys(STATE, legacy)
+
+
+def fields_to_apply(flag: Row, row: Row, update: dict[str, Any]) -> dict[str, Any]:
+    """Per-field ordering: the fields of ``update`` no newer schedule has set already.
+
+    A schedule applied after a newer one of its flag (it arrived late) still sets
+    the other fields, so the flag ends as if they had applied in due order; raises
+    :class:`Superseded` when newer schedules have set every field it changes.
+    """
+    mine, stamps = _stamp(row["scheduled_at"], row["id"]), _stamps(flag)
+    newer = {f: stamps[f] for f in update if f in stamps and stamps[f] > mine}
+    if len(newer) == len(update):
+        raise Superseded(max(newer.values())[1])
+    return {f: v for f, v in update.items() if f not in newer}
+
+
+def stamped(flag: Row, row: Row, fields: dict[str, Any]) -> Row:
+    """The flag's ordering columns after ``row`` set ``fields``."""
+    mine = _stamp(row["scheduled_at"], row["id"])
+    stamps = {f: list(s) for f, s in _stamps(flag).items()}
+    stamps.update({f: list(mine) for f in fields})
+    last = flag["last_scheduled_at"]
+    newest = last is None or _stamp(last, flag["last_schedule_id"]) < mine
+    return {
+        "field_stamps": stamps,
+        "last_scheduled_at": row["scheduled_at"] if newest else last,
+        "last_schedule_id": row["id"] if newest else flag["last_schedule_id"],
+    }
 
 
 def unavailable(conn: psycopg.Connection[Row], key: str) -> Exception:
@@ -198,16 +239,18 @@ def _apply_update(
         ).fetchone()
         if flag is None:
             raise FlagNotFound(f"flag {key!r} does not exist")
-    check_order(flag, row)
     update = parse_update(row)
+    fields = fields_to_apply(flag, row, update)
+    order = stamped(flag, row, fields)
     before = {k: flag[k] for k in STATE}
-    sets = [sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in update]
-    params = {k: (json.dumps(v) if k == "config" else v) for k, v in update.items()}
+    sets = [sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in fields]
+    params = {k: (json.dumps(v) if k == "config" else v) for k, v in fields.items()}
     # One round trip: the flag's new state and its change-log entry.
     after = conn.execute(
         sql.SQL(
             "WITH f AS (UPDATE feature_flags SET {}, version = version + 1,"
-            " last_schedule_id = %(sid)s, last_scheduled_at = %(sat)s, updated_at = now()"
+            " field_stamps = %(stamps)s, last_schedule_id = %(last_id)s,"
+            " last_scheduled_at = %(last_at)s, updated_at = now()"
             " WHERE key = %(key)s RETURNING *),"
             " log AS (INSERT INTO flag_change_log"
             " (flag_key, schedule_id, attempt, version, before, after)"
@@ -218,8 +261,10 @@ def _apply_update(
         ).format(sql.SQL(", ").join(sets)),
         {
             **params,
+            "stamps": json.dumps(order["field_stamps"]),
+            "last_id": order["last_schedule_id"],
+            "last_at": order["last_scheduled_at"],
             "sid": row["id"],
-            "sat": row["scheduled_at"],
             "key": key,
             "n": attempt,
             "before": json.dumps(before),

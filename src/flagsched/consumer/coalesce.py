@@ -7,7 +7,8 @@ transaction:
 1. one statement locks every schedule row of the batch (in id order) with the
    attempt row each record asks for;
 2. in Python, in (flag, scheduled_at, id) order, each schedule is judged against
-   the flag as the schedules before it in the batch leave it: a flag's changes
+   the flag as the schedules before it in the batch leave it (per-field ordering,
+   consumer/attempt.py::fields_to_apply): a flag's changes
    are folded into its final state, each schedule keeping its own version,
    change-log entry, attempt row and outcome;
 3. one statement writes every flag's final state and all change-log entries, in a
@@ -36,8 +37,9 @@ import psycopg
 from flagsched.consumer.attempt import (
     STATE,
     Superseded,
-    check_order,
+    fields_to_apply,
     parse_update,
+    stamped,
     triage,
 )
 from flagsched.consumer.bookkeeping import (
@@ -84,13 +86,14 @@ SELECT key, enabled, rollout, config::jsonb
 _WRITE = """
 WITH u AS (
     SELECT * FROM unnest(%(key)b::text[], %(enabled)b::boolean[], %(rollout)b::integer[],
-                         %(config)b::text[], %(version)b::bigint[], %(sid)b::bigint[],
-                         %(sat)b::timestamptz[])
-        AS u(key, enabled, rollout, config, version, sid, sat)
+                         %(config)b::text[], %(version)b::bigint[], %(stamps)b::text[],
+                         %(sid)b::bigint[], %(sat)b::timestamptz[])
+        AS u(key, enabled, rollout, config, version, stamps, sid, sat)
 ), f AS (
     UPDATE feature_flags f
        SET enabled = u.enabled, rollout_percentage = u.rollout, config = u.config::jsonb,
-           version = u.version, last_schedule_id = u.sid, last_scheduled_at = u.sat,
+           version = u.version, field_stamps = u.stamps::jsonb,
+           last_schedule_id = u.sid, last_scheduled_at = u.sat,
            updated_at = now()
       FROM u WHERE f.key = u.key
 )
@@ -207,18 +210,17 @@ def _failure(
 
 def _fold(fold: _Fold, row: Row, d: Delivery, ctx: AttemptContext, started: datetime) -> Planned:
     """Fold one schedule's change into its flag's state; plan its outcome."""
+    flag = fold.flag
     try:
-        check_order(fold.flag, row)
-        update = parse_update(row)
+        fields = fields_to_apply(flag, row, parse_update(row))
     except Superseded as sup:
         return plan_outcome(row, d, ctx, started, Outcome.SUPERSEDED, by=sup.by)
     except InvalidUpdate as exc:
         return _failure(row, d, ctx, started, exc)
-    flag = fold.flag
     before = {k: flag[k] for k in STATE}
-    flag.update(update)
+    flag.update(stamped(flag, row, fields))
+    flag.update(fields)
     flag["version"] = int(flag["version"]) + 1
-    flag["last_schedule_id"], flag["last_scheduled_at"] = row["id"], row["scheduled_at"]
     after = {k: flag[k] for k in STATE}
     fold.states.append(dict(flag))
     fold.log.append(
@@ -244,6 +246,7 @@ def _write_flags(conn: psycopg.Connection[Row], folds: dict[str, _Fold]) -> None
         {
             **_columns(finals),
             "version": [f["version"] for f in finals],
+            "stamps": [json.dumps(f["field_stamps"]) for f in finals],
             "sid": [f["last_schedule_id"] for f in finals],
             "sat": [f["last_scheduled_at"] for f in finals],
             "l_key": [entry[0] for entry in logs],

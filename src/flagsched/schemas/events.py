@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import random
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Final, Literal
 
@@ -134,3 +134,13 @@ def to_epoch_ms(moment: datetime) -> int:
     if moment.tzinfo is None:
         raise ValueError("naive datetime: flagsched uses timezone-aware UTC only")
     return int(moment.timestamp() * 1000)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_epoch_us(moment: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime, exactly (PostgreSQL's precision)."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: flagsched uses timezone-aware UTC only")
+    return (moment - _EPOCH) // timedelta(microseconds=1)
