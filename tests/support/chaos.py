@@ -1213,8 +1213,13 @@ def _newer_applied(row: dict[str, Any], rows: dict[int, dict[str, Any]]) -> bool
 
 
 def _check_flags(w: Workload, ev: _Evidence) -> tuple[int, list[str]]:
-    """Each flag's version counts its recorded changes, and its state is the last one's."""
+    """Each flag's version counts its recorded changes, its state is the last one's, and
+    that state is its applied and superseded schedules' updates in due order."""
     extra, out = 0, []
+    by_flag: dict[str, list[dict[str, Any]]] = {}
+    for row in ev.rows.values():
+        if row["status"] in ("applied", "superseded"):
+            by_flag.setdefault(str(row["flag_key"]), []).append(row)
     for key in w.flags:
         flag = ev.flags.get(key)
         if flag is None:
@@ -1226,13 +1231,22 @@ def _check_flags(w: Workload, ev: _Evidence) -> tuple[int, list[str]]:
             out.append(f"flag {key}: version {flag['version']} but {len(changes)} recorded changes")
         if versions != list(range(2, 2 + len(versions))):
             out.append(f"flag {key}: change versions {versions}")
-        if changes:
-            state = {k: flag[k] for k in ("enabled", "rollout_percentage", "config")}
-            if state != changes[-1]["after"]:
-                out.append(
-                    f"flag {key}: state {state} is not its last change {changes[-1]['after']}"
-                )
+        state = {k: flag[k] for k in _STATE}
+        if changes and state != changes[-1]["after"]:
+            out.append(f"flag {key}: state {state} is not its last change {changes[-1]['after']}")
+        # Per-field ordering: whatever order the schedules arrived in, the flag ends as
+        # if its applied and superseded schedules had applied in due order.
+        expected = dict(_INITIAL)
+        for row in sorted(by_flag.get(key, []), key=lambda r: (r["scheduled_at"], r["id"])):
+            expected.update(row["updates"])
+        if state != expected:
+            out.append(f"flag {key}: state {state}, but its schedules in due order give {expected}")
     return extra, out
+
+
+_STATE = ("enabled", "rollout_percentage", "config")
+#: A workload flag as inserted (the table's defaults).
+_INITIAL: dict[str, Any] = {"enabled": False, "rollout_percentage": 0, "config": {}}
 
 
 # --- helpers for callers --------------------------------------------------------------------
