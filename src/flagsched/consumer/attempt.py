@@ -23,8 +23,9 @@ from pydantic import ValidationError
 from flagsched.consumer.bookkeeping import (
     AttemptContext,
     Row,
-    record_failure,
-    record_outcome,
+    plan_failure,
+    plan_outcome,
+    record,
     replay,
 )
 from flagsched.consumer.classify import classify
@@ -190,29 +191,26 @@ def attempt_in_transaction(
     if isinstance(row, AttemptResult):
         return row
     if row["status"] == "cancelled":
-        return record_outcome(conn, row, delivery, ctx, started, Outcome.CANCELLED)
+        return record(conn, plan_outcome(row, delivery, ctx, started, Outcome.CANCELLED))
     if flags is None:
         set_local(conn, "lock_timeout", ctx.lock_timeout_ms)
     try:
         with conn.transaction():  # savepoint: a failed apply rolls back only itself
             version = _apply_update(conn, row, delivery.headers.attempt, flags)
     except Superseded as sup:
-        return record_outcome(conn, row, delivery, ctx, started, Outcome.SUPERSEDED, by=sup.by)
+        return record(
+            conn, plan_outcome(row, delivery, ctx, started, Outcome.SUPERSEDED, by=sup.by)
+        )
     except (psycopg.Error, FlagNotFound, FlagLocked, InvalidUpdate) as exc:
         verdict = classify(exc)
         if verdict.disposition is Disposition.PAUSE:
             raise
-        return record_failure(
-            conn,
-            row,
-            delivery,
-            ctx,
-            started,
-            exc,
-            verdict.error_class.value,
-            permanent=verdict.disposition is Disposition.PERMANENT,
+        permanent = verdict.disposition is Disposition.PERMANENT
+        failed = plan_failure(
+            row, delivery, ctx, started, exc, verdict.error_class.value, permanent=permanent
         )
-    return record_outcome(conn, row, delivery, ctx, started, Outcome.APPLIED, version=version)
+        return record(conn, failed)
+    return record(conn, plan_outcome(row, delivery, ctx, started, Outcome.APPLIED, version=version))
 
 
 def _ms(moment: datetime | None) -> int | None:

@@ -224,34 +224,8 @@ def write_outcomes(conn: psycopg.Connection[Row], planned: Sequence[Planned]) ->
     conn.execute(_WRITE, {name: [p.params[name] for p in planned] for name, _ in _COLUMNS})
 
 
-def record_failure(
-    conn: psycopg.Connection[Row],
-    row: Row,
-    delivery: Delivery,
-    ctx: AttemptContext,
-    started: datetime,
-    exc: BaseException,
-    error_class: str,
-    *,
-    permanent: bool,
-) -> AttemptResult:
-    """Plan and record a failed attempt (see :func:`plan_failure`)."""
-    planned = plan_failure(row, delivery, ctx, started, exc, error_class, permanent=permanent)
-    write_outcomes(conn, [planned])
-    return planned.result
-
-
-def record_outcome(
-    conn: psycopg.Connection[Row],
-    row: Row,
-    delivery: Delivery,
-    ctx: AttemptContext,
-    started: datetime,
-    outcome: Outcome,
-    **details: Any,
-) -> AttemptResult:
-    """Plan and record one outcome (see :func:`plan_outcome`)."""
-    planned = plan_outcome(row, delivery, ctx, started, outcome, **details)
+def record(conn: psycopg.Connection[Row], planned: Planned) -> AttemptResult:
+    """Write one planned attempt (:func:`plan_outcome`, :func:`plan_failure`); its result."""
     write_outcomes(conn, [planned])
     return planned.result
 
