@@ -50,7 +50,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 bench: setup
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench --profile
 
 # The long chaos run: 10,000 schedules with kills, broker restarts, database outages
 # and rebalances, then the ledger check (docs/reliability.md).
