@@ -34,19 +34,12 @@ from tests.support.chaos import (
     spaced_times,
 )
 from tests.support.pipeline import wait_until
+from tests.support.services import need_local_stack
 
 pytestmark = pytest.mark.integration
 
 SCHEDULES = 300
 SPREAD_S = 8.0
-
-
-def need_local_stack(devstack: Any) -> None:
-    if devstack is None:
-        pytest.skip(
-            "stopping and starting servers needs the local dev stack; the services are "
-            "external here (CI always runs the local stack, so there this test runs)"
-        )
 
 
 def log_dir(tmp_path: Path) -> Path:

@@ -33,13 +33,9 @@ from tests.support.pipeline import (
     setup_topics,
     wait_until,
 )
+from tests.support.services import need_local_stack
 
 pytestmark = pytest.mark.integration
-
-
-def need_local_stack(devstack: Any) -> None:
-    if devstack is None:
-        pytest.skip("stopping servers needs the local dev stack (CI always runs it)")
 
 
 def due_records(settings: Settings, db: Any, ids: list[int]) -> list[tuple[str, bytes, bytes, Any]]:

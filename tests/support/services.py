@@ -35,6 +35,16 @@ def _unavailable(reason: str) -> NoReturn:
     )
 
 
+def need_local_stack(devstack: DevStack | None) -> None:
+    """Fault tests stop and start the servers, so they need the local dev stack; with
+    external services they skip on a developer machine and fail the run when CI=true."""
+    if devstack is None:
+        _unavailable(
+            "stopping and starting servers needs the local dev stack;"
+            " the services are external here"
+        )
+
+
 @pytest.fixture(scope="session")
 def _service_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
     kafka, database = os.environ.get(KAFKA_ENV), os.environ.get(DATABASE_ENV)
