@@ -13,6 +13,7 @@ path for flags that must be waited for.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,11 +50,16 @@ class Superseded(Exception):
         self.by = by
 
 
+#: A schedule row ``s`` with the attempt row ``a`` its record asks for (``rec_*``, NULL
+#: when not recorded): what :func:`triage` reads.
+SCHEDULE_WITH_ATTEMPT = """s.*, a.attempt AS rec_attempt, a.due_at AS rec_due_at,
+       a.outcome AS rec_outcome, a.error_class AS rec_error_class,
+       a.error_message AS rec_error_message, a.dlt_reason AS rec_dlt_reason,
+       a.next_attempt_at AS rec_next_attempt_at"""
+
 # The schedule row (locked) with the attempt row this record asks for, if recorded.
-SCHEDULE_AND_ATTEMPT = """
-SELECT s.*, a.attempt AS rec_attempt, a.due_at AS rec_due_at, a.outcome AS rec_outcome,
-       a.error_class AS rec_error_class, a.error_message AS rec_error_message,
-       a.dlt_reason AS rec_dlt_reason, a.next_attempt_at AS rec_next_attempt_at
+SCHEDULE_AND_ATTEMPT = f"""
+SELECT {SCHEDULE_WITH_ATTEMPT}
   FROM flag_schedules s
   LEFT JOIN schedule_retry_attempts a ON a.schedule_id = s.id AND a.attempt = %s
  WHERE s.id = %s
@@ -160,12 +166,24 @@ def stamped(flag: Row, row: Row, fields: dict[str, Any]) -> Row:
     }
 
 
-def unavailable(conn: psycopg.Connection[Row], key: str) -> Exception:
-    """Why a flag row this transaction could not lock without waiting is unavailable."""
-    exists = conn.execute("SELECT 1 FROM feature_flags WHERE key = %s", (key,)).fetchone()
-    if exists is None:
-        return FlagNotFound(f"flag {key!r} does not exist")
+def unavailable(conn: psycopg.Connection[Row], keys: Collection[str]) -> dict[str, Exception]:
+    """Why each flag row this transaction could not lock without waiting is unavailable:
+    locked by another transaction, or not there (one query for all of them)."""
+    if not keys:
+        return {}
+    exists = {
+        str(r["key"])
+        for r in conn.execute("SELECT key FROM feature_flags WHERE key = ANY(%s)", (sorted(keys),))
+    }
+    return {k: _locked(k) if k in exists else _not_found(k) for k in keys}
+
+
+def _locked(key: str) -> FlagLocked:
     return FlagLocked(f"flag {key!r} is locked by another transaction")
+
+
+def _not_found(key: str) -> FlagNotFound:
+    return FlagNotFound(f"flag {key!r} does not exist")
 
 
 def attempt_in_transaction(
@@ -230,13 +248,13 @@ def _apply_update(
     if flags is not None:
         flag = flags.get(key)
         if flag is None:
-            raise unavailable(conn, key)
+            raise unavailable(conn, [key])[key]
     else:
         flag = conn.execute(
             "SELECT * FROM feature_flags WHERE key = %s FOR UPDATE", (key,)
         ).fetchone()
         if flag is None:
-            raise FlagNotFound(f"flag {key!r} does not exist")
+            raise _not_found(key)
     update = parse_update(row)
     fields = fields_to_apply(flag, row, update)
     order = stamped(flag, row, fields)

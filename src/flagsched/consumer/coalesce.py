@@ -35,12 +35,14 @@ from typing import Any
 import psycopg
 
 from flagsched.consumer.attempt import (
+    SCHEDULE_WITH_ATTEMPT,
     STATE,
     Superseded,
     fields_to_apply,
     parse_update,
     stamped,
     triage,
+    unavailable,
 )
 from flagsched.consumer.bookkeeping import (
     AttemptContext,
@@ -53,17 +55,15 @@ from flagsched.consumer.bookkeeping import (
 from flagsched.consumer.classify import classify
 from flagsched.consumer.decode import Delivery
 from flagsched.consumer.outcome import AttemptResult, Outcome
-from flagsched.errors import FlagLocked, FlagNotFound, InvalidUpdate
+from flagsched.errors import FlagLocked, InvalidUpdate
 from flagsched.schemas.error_classes import Disposition
 
 log = logging.getLogger(__name__)
 
 # Every schedule row of the batch, locked in id order (workers lock in the same order,
 # so they cannot deadlock), with the attempt row each record asks for.
-_ROWS = """
-SELECT s.*, a.attempt AS rec_attempt, a.due_at AS rec_due_at, a.outcome AS rec_outcome,
-       a.error_class AS rec_error_class, a.error_message AS rec_error_message,
-       a.dlt_reason AS rec_dlt_reason, a.next_attempt_at AS rec_next_attempt_at
+_ROWS = f"""
+SELECT {SCHEDULE_WITH_ATTEMPT}
   FROM unnest(%b::bigint[], %b::integer[]) AS w(id, n)
   JOIN flag_schedules s ON s.id = w.id
   LEFT JOIN schedule_retry_attempts a ON a.schedule_id = s.id AND a.attempt = w.n
@@ -138,7 +138,7 @@ def apply_set(
     found = {
         int(r["id"]): r for r in conn.execute(_ROWS, (ids, [d.headers.attempt for d in deliveries]))
     }
-    missing = _unavailable(conn, deliveries, flags)
+    missing = unavailable(conn, {d.event.flag_key for d in deliveries} - flags.keys())
     folds: dict[str, _Fold] = {}
     planned: list[Planned] = []
     results: dict[int, AttemptResult] = {}
@@ -172,25 +172,6 @@ def apply_set(
         return None
     write_outcomes(conn, planned)
     return results
-
-
-def _unavailable(
-    conn: psycopg.Connection[Row], deliveries: Sequence[Delivery], flags: dict[str, Row]
-) -> dict[str, Exception]:
-    """Why each flag of the batch this transaction could not lock is unavailable."""
-    keys = sorted({d.event.flag_key for d in deliveries} - flags.keys())
-    if not keys:
-        return {}
-    exists = {
-        str(r["key"])
-        for r in conn.execute("SELECT key FROM feature_flags WHERE key = ANY(%s)", (keys,))
-    }
-    return {
-        k: FlagLocked(f"flag {k!r} is locked by another transaction")
-        if k in exists
-        else FlagNotFound(f"flag {k!r} does not exist")
-        for k in keys
-    }
 
 
 def _failure(
