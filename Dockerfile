@@ -11,7 +11,7 @@
 #
 # The image runs against an external Kafka and PostgreSQL: set both
 # FLAGSCHED_KAFKA_BOOTSTRAP_SERVERS and FLAGSCHED_DATABASE_URL. The local dev stack
-# (`flagsched dev`, Java + Maven + deploy/local/pom.xml) is not in the image.
+# (`flagsched dev`, the devtools/ part: Java, Maven, Kafka jars) is not in the image.
 # See docs/deployment.md.
 
 # Both stages must use the same interpreter: the virtual environment built in the
@@ -27,18 +27,24 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
-# Only what the wheel is built from (see .dockerignore): the metadata, the README that
-# pyproject.toml names as its readme, and the package with its SQL and JSON data.
+# Only what the wheels are built from (see .dockerignore): the product parts, each a
+# distribution of its own (README, "Parts"), and the root meta-package with the CLI.
+# The developer tooling (devtools/: the local stack and the demo) is not in the image.
 COPY pyproject.toml README.md ./
-COPY src ./src
+COPY cli ./cli
+COPY schemas ./schemas
+COPY runtime ./runtime
+COPY producer ./producer
+COPY consumer ./consumer
+COPY admin ./admin
 
 # The venv gets no pip or setuptools of its own (nothing to patch in the final image);
 # the build stage's pip installs into it. The project's runtime dependencies all have
 # binary wheels for CPython 3.11 on Linux, so no compiler is needed. Runtime
 # dependencies only: the `dev` extra is not installed.
 RUN python -m venv --without-pip /opt/venv \
- && pip wheel --no-deps --wheel-dir /tmp/wheels . \
- && pip --python /opt/venv/bin/python install /tmp/wheels/flagsched-*.whl \
+ && pip wheel --no-deps --wheel-dir /tmp/wheels ./schemas ./runtime ./producer ./consumer ./admin . \
+ && pip --python /opt/venv/bin/python install /tmp/wheels/*.whl \
  && /opt/venv/bin/flagsched --help > /dev/null
 
 # --- runtime -------------------------------------------------------------------------

@@ -3,7 +3,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# The product's parts, each a distribution with its own pyproject.toml (README, "Parts"),
+# sharing the flagsched import namespace; the root distribution is the CLI.
+PARTS := schemas runtime producer consumer admin devtools
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(PARTS:%=%/pyproject.toml) | sha1sum | cut -c1-12)
 
 .PHONY: setup system-deps asyncapi-tools run test lint format typecheck unit integration bench chaos clean dev-up dev-down image
 
@@ -20,10 +23,12 @@ tools/asyncapi/node_modules/.package-lock.json: tools/asyncapi/package.json tool
 system-deps:
 	@bash deploy/local/ensure-system-deps.sh
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(PARTS:%=%/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,bench]'
+	@# compat mode: each part's src/ goes on sys.path (a .pth file), so the namespace's
+	@# portions are real folders that mypy, import-linter and py-spy can read.
+	$(BIN)/pip install -q --config-settings editable_mode=compat $(PARTS:%=-e ./%) -e '.[dev,bench]'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 run: setup
@@ -41,6 +46,7 @@ integration: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: setup
 	$(BIN)/ruff format .

@@ -42,11 +42,10 @@ from tests.support.chaos import (
 from tests.support.pipeline import test_settings
 
 from flagsched.admin.topics import create_topics
-from flagsched.db.migrate import migrate
 from flagsched.devstack.endpoints import DATABASE_ENV, KAFKA_ENV, Endpoints
 from flagsched.devstack.stack import DevStack
-from flagsched.schemas.topics import TopicLayout
-from flagsched.settings import Settings, load_settings
+from flagsched.runtime.db.migrate import migrate
+from flagsched.runtime.settings import Settings, load_settings
 
 log = logging.getLogger("bench.chaos")
 
@@ -111,7 +110,7 @@ def run(
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     migrate(endpoints.database_url)
     settings = chaos_settings(endpoints)
-    create_topics(settings, TopicLayout.from_settings(settings))
+    create_topics(settings, settings.topic_layout())
     spread_s = args.schedules / args.rate
     faults = plan_faults(spread_s, args.fault_every, own_stack=stack is not None)
     run_id = new_run_id(random.Random(seed))

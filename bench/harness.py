@@ -15,7 +15,6 @@ back to ``flag_change_log.applied_at`` (the transaction's start) and says so.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -32,12 +31,13 @@ from typing import Any
 import psycopg
 from kafka.errors import KafkaError
 from psycopg import sql
+from tests.support.pipeline import settings_env
 
 from flagsched.admin.topics import create_topics
-from flagsched.db.migrate import migrate
 from flagsched.devstack.endpoints import DATABASE_ENV, KAFKA_ENV
+from flagsched.runtime.db.migrate import migrate
+from flagsched.runtime.settings import load_settings
 from flagsched.schemas.topics import TopicLayout
-from flagsched.settings import Settings, load_settings
 
 log = logging.getLogger("bench")
 
@@ -172,17 +172,6 @@ def spawn(args: list[str], env: dict[str, str], log_path: Path, label: str) -> P
 
 
 # --- one benchmark's world ------------------------------------------------------------
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The FLAGSCHED_* environment that reproduces ``settings`` in a subprocess."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLAGSCHED_")}
-    for name, value in settings.model_dump(exclude_none=True).items():
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        key = f"FLAGSCHED_{name.upper()}"
-        env[key] = json.dumps(list(value)) if isinstance(value, tuple) else str(value)
-    return env
-
-
 @dataclass
 class World:
     """A database, a topic prefix and a consumer group of one's own."""
@@ -212,13 +201,13 @@ class World:
         migrate(self.dsn)
 
     def create_topics(self) -> TopicLayout:
-        layout = TopicLayout.from_settings(self.settings)
+        layout = self.settings.topic_layout()
         create_topics(self.settings, layout)
         return layout
 
     @property
     def layout(self) -> TopicLayout:
-        return TopicLayout.from_settings(self.settings)
+        return self.settings.topic_layout()
 
     def env(self, **extra: str) -> dict[str, str]:
         return settings_env(self.settings) | self.extra_env | extra
@@ -232,11 +221,11 @@ class World:
         return proc
 
     def worker(self, label: str, wrap: list[str] | None = None) -> Proc:
-        args = [sys.executable, "-m", "flagsched", "worker"]
+        args = [sys.executable, "-m", "flagsched.cli", "worker"]
         return self.start((wrap or []) + args, label, self.env(FLAGSCHED_WORKER_ID=label))
 
     def dispatcher(self, label: str = "dispatcher") -> Proc:
-        return self.start([sys.executable, "-m", "flagsched", "producer"], label)
+        return self.start([sys.executable, "-m", "flagsched.cli", "producer"], label)
 
     def stop_all(self) -> None:
         for proc in reversed(self.procs):

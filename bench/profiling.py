@@ -25,11 +25,12 @@ _IDLE = ("select (selectors.py", ".wait (threading.py", "poll (selectors.py")
 
 def _own_files() -> set[str]:
     """flagsched's module paths as py-spy may print them (basename or package-relative)."""
-    root = Path(flagsched.__file__).parent
     own = set()
-    for path in root.rglob("*.py"):
-        own.add(path.name)
-        own.add(str(path.relative_to(root.parent)))
+    for portion in flagsched.__path__:  # a namespace package: one portion per part
+        root = Path(portion)
+        for path in root.rglob("*.py"):
+            own.add(path.name)
+            own.add(str(path.relative_to(root.parent)))
     return own - {"__init__.py", "__main__.py"}
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from flagsched.settings import Settings
+from flagsched.runtime.settings import Settings
 from tests.support.pipeline import (
     connect,
     fresh_database,

@@ -11,7 +11,6 @@ from kafka import KafkaProducer
 from flagsched.schemas import headers as hdr
 from flagsched.schemas.events import ScheduleDue
 from flagsched.schemas.headers import RecordHeaders
-from flagsched.schemas.topics import TopicLayout
 from tests.support.pipeline import (
     add_flag,
     add_schedule,
@@ -61,7 +60,7 @@ CASES: dict[str, tuple[str, bytes | None, bytes, list[tuple[str, bytes]], str]] 
 
 
 def test_each_poison_record_is_dead_lettered_and_the_worker_goes_on(settings, db):
-    layout = TopicLayout.from_settings(settings)
+    layout = settings.topic_layout()
     producer = KafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers, max_request_size=1_048_576
     )

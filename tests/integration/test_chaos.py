@@ -20,8 +20,8 @@ import pytest
 from kafka import KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-from flagsched.clients import make_admin, make_consumer
 from flagsched.consumer.kafka_compat import resume
+from flagsched.runtime.clients import make_admin, make_consumer
 from tests.support.chaos import (
     BREAKER_OVERRIDES,
     CHAOS_OVERRIDES,

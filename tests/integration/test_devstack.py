@@ -26,8 +26,8 @@ from flagsched.devstack import (
 )
 from flagsched.devstack.kafka import ensure_jars, jars_dir
 from flagsched.devstack.process import port_accepts
-from flagsched.errors import ConfigError, DevStackError, ServiceUnavailable
-from flagsched.settings import load_settings
+from flagsched.runtime.errors import ConfigError, DevStackError, ServiceUnavailable
+from flagsched.runtime.settings import load_settings
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from flagsched.db.migrate import available, migrate
+from flagsched.runtime.db.migrate import available, migrate
 from tests.support.pipeline import connect, with_db
 
 pytestmark = pytest.mark.integration

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from flagsched import __version__
+from flagsched.runtime.settings import Settings
+from flagsched.runtime.telemetry.tracing import Tracing, setup_tracing
+from flagsched.schemas import __version__
 from flagsched.schemas.headers import RecordHeaders
-from flagsched.settings import Settings
-from flagsched.telemetry.tracing import Tracing, setup_tracing
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 DUE = "flagsched.schedule-due"

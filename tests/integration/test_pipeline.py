@@ -14,7 +14,6 @@ from kafka import KafkaProducer
 from flagsched.schemas import headers as hdr
 from flagsched.schemas.events import ScheduleDue
 from flagsched.schemas.headers import RecordHeaders
-from flagsched.schemas.topics import TopicLayout
 from tests.support.pipeline import (
     add_flag,
     add_schedule,
@@ -34,7 +33,7 @@ pytestmark = pytest.mark.integration
 
 
 def lifecycle(settings: Any, expect: int) -> list[dict[str, Any]]:
-    layout = TopicLayout.from_settings(settings)
+    layout = settings.topic_layout()
     return [json.loads(r.value) for r in read_topic(settings, layout.lifecycle, expect=expect)]
 
 
@@ -97,7 +96,7 @@ def test_permanent_failure_dead_letters_at_once_with_headers(
     sid = add_schedule(db, flag, updates)
     with running_worker(settings), running_dispatcher(settings):
         wait_until(lambda: status_is(db, sid, "dead"), what="schedule dead")
-    layout = TopicLayout.from_settings(settings)
+    layout = settings.topic_layout()
     [dlt] = read_topic(settings, layout.dead_letter, expect=1)
     h = header_map(dlt)
     assert h[hdr.DLT_REASON] == "permanent"
@@ -127,7 +126,7 @@ def test_exhaustion_dead_letters_after_max_retries(settings, db, dsn):
     finally:
         release()
     assert [r["outcome"] for r in attempts(db, sid)] == ["retry", "retry", "dead"]
-    layout = TopicLayout.from_settings(settings)
+    layout = settings.topic_layout()
     [dlt] = read_topic(settings, layout.dead_letter, expect=1)
     h = header_map(dlt)
     assert h[hdr.DLT_REASON] == "exhausted"
@@ -150,7 +149,7 @@ def test_same_event_delivered_twice_applies_once(settings, db):
     )
     headers = RecordHeaders(attempt=1, due_ms=int(row["scheduled_at"].timestamp() * 1000))
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    layout = TopicLayout.from_settings(settings)
+    layout = settings.topic_layout()
     for _ in range(2):
         producer.send(
             layout.due, key=b"dup", value=event.model_dump_json().encode(), headers=headers.encode()
@@ -183,7 +182,7 @@ def test_two_workers_share_partitions_and_apply_each_once(settings, db):
         running_worker(settings, worker_id="w1", on_result=hook("w1")) as w1,
         running_worker(settings, worker_id="w2", on_result=hook("w2")) as w2,
     ):
-        due = TopicLayout.from_settings(settings).due
+        due = settings.topic_layout().due
         wait_until(
             lambda: owns(w1, due) and owns(w2, due), what="both own due partitions", timeout_s=90
         )

@@ -18,11 +18,10 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from flagsched.devstack.kafka import LocalKafka, ensure_jars
+from flagsched.runtime.settings import Settings
 from flagsched.schemas.events import ScheduleDue
 from flagsched.schemas.headers import RecordHeaders
 from flagsched.schemas.topics import TopicLayout
-from flagsched.settings import Settings
-from tests.integration.test_retry_flow import settings_env
 from tests.support.pipeline import (
     add_flag,
     add_schedule,
@@ -30,6 +29,7 @@ from tests.support.pipeline import (
     owns,
     running_worker,
     schedule,
+    settings_env,
     setup_topics,
     wait_until,
 )
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.integration
 
 def due_records(settings: Settings, db: Any, ids: list[int]) -> list[tuple[str, bytes, bytes, Any]]:
     """schedule-due records for rows, as the dispatcher would publish them."""
-    layout = TopicLayout.from_settings(settings)
+    layout = settings.topic_layout()
     out = []
     for sid in ids:
         row = schedule(db, sid)
@@ -117,7 +117,7 @@ def test_database_outage_opens_the_group_breaker_and_burns_no_attempt(
         running_worker(settings, worker_id="w1", on_breaker=hook("w1")) as w1,
         running_worker(settings, worker_id="w2", on_breaker=hook("w2")) as w2,
     ):
-        due = TopicLayout.from_settings(settings).due
+        due = settings.topic_layout().due
         wait_until(
             lambda: owns(w1, due) and owns(w2, due), what="both own due partitions", timeout_s=90
         )
@@ -150,7 +150,7 @@ def test_database_outage_opens_the_group_breaker_and_burns_no_attempt(
         ).fetchall()
     assert len(per_schedule) == len(ids)
     assert {(r["n"], r["a"]) for r in per_schedule} == {(1, 1)}  # no attempt burned
-    layout = TopicLayout.from_settings(settings)
+    layout = settings.topic_layout()
     assert end_offset(settings, layout.dead_letter) == 0  # nothing dead-lettered by the outage
     control = read_control(settings, layout)
     assert [c["state"] for c in control][:1] == ["open"] and "closed" in [
@@ -212,7 +212,7 @@ def test_sigterm_mid_batch_leaves_offsets_matching_the_database(make_settings, d
     assert code == 0, stderr[-2000:]
     assert "leaving the group" in stderr
     assert stopped_s < 10
-    layout = TopicLayout.from_settings(settings)
+    layout = settings.topic_layout()
     committed = committed_offsets(settings, layout.due)
     # Every record below the committed offset has its attempt in the database, and none
     # above it does: offsets and database agree (the batch finished, then committed).
@@ -283,7 +283,7 @@ def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
     """`flagsched worker` as a real process, its log in a file."""
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "flagsched", "worker"],
+            [sys.executable, "-m", "flagsched.cli", "worker"],
             env=settings_env(settings),
             stdout=subprocess.DEVNULL,
             stderr=log,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,8 +10,6 @@ from typing import Any
 
 import pytest
 
-from flagsched.schemas.topics import TopicLayout
-from flagsched.settings import Settings
 from tests.support.pipeline import (
     add_flag,
     add_schedule,
@@ -23,6 +20,7 @@ from tests.support.pipeline import (
     running_worker,
     schedule,
     seconds_from_now,
+    settings_env,
     status_is,
     wait_until,
 )
@@ -47,7 +45,7 @@ def test_tier_hops_are_never_early(settings, db, dsn):
     second = attempts(db, sid)[1]
     assert second["started_at"] >= failed["next_attempt_at"]
     assert 0 <= second["lateness_ms"] < 1000
-    layout = TopicLayout.from_settings(settings)
+    layout = settings.topic_layout()
     # 3.7 s = a 2 s tier, then hops to 1 s and 0.5 s, then a hold for the rest
     for tier in (2.0, 1.0, 0.5):
         [rec] = read_topic(settings, layout.tier_topic(tier), expect=1)
@@ -72,7 +70,7 @@ def test_stale_retry_is_superseded_by_a_newer_change(settings, db, dsn):
     assert (flag["enabled"], flag["rollout_percentage"]) == (False, 5)
     changes = db.execute("SELECT schedule_id FROM flag_change_log").fetchall()
     assert [c["schedule_id"] for c in changes] == [newer]
-    layout = TopicLayout.from_settings(settings)
+    layout = settings.topic_layout()
     types = {json.loads(r.value)["type"] for r in read_topic(settings, layout.lifecycle, expect=3)}
     assert types == {"retry_scheduled", "applied", "superseded"}
 
@@ -117,18 +115,9 @@ def test_cancelled_schedule_drops_its_in_flight_retry(settings, db, dsn):
         wait_until(lambda: len(attempts(db, sid)) == 2, what="retry arrives")
     assert [a["outcome"] for a in attempts(db, sid)] == ["retry", "cancelled"]
     assert db.execute("SELECT version FROM feature_flags").fetchone()["version"] == 1
-    layout = TopicLayout.from_settings(settings)
+    layout = settings.topic_layout()
     events = [json.loads(r.value) for r in read_topic(settings, layout.lifecycle, expect=2)]
     assert [e["type"] for e in events] == ["retry_scheduled", "cancelled"]
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The FLAGSCHED_* environment that reproduces ``settings`` in a subprocess."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLAGSCHED_")}
-    for name, value in settings.model_dump(exclude_none=True).items():
-        key = f"FLAGSCHED_{name.upper()}"
-        env[key] = json.dumps(list(value)) if isinstance(value, tuple) else str(value)
-    return env
 
 
 def test_killed_worker_retry_still_runs_on_time_elsewhere(settings, db, dsn):
@@ -136,7 +125,7 @@ def test_killed_worker_retry_still_runs_on_time_elsewhere(settings, db, dsn):
     sid = add_schedule(db, "holiday", {"enabled": True}, retry_policy={"base_s": 9.0})
     _, release = hold_flag_lock(dsn, "holiday")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flagsched", "worker"],
+        [sys.executable, "-m", "flagsched.cli", "worker"],
         env=settings_env(settings) | {"FLAGSCHED_WORKER_ID": "doomed"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

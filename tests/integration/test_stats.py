@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from flagsched.admin.stats import failure_stats, register, render_stats
-from flagsched.telemetry.backlog import (
+from flagsched.runtime.telemetry.backlog import (
     PENDING_DUE_SQL,
     RETRYING_SQL,
     BacklogCollector,

@@ -11,8 +11,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from flagsched.producer.dispatcher import Dispatcher
-from flagsched.schemas.topics import TopicLayout
-from flagsched.telemetry.tracing import Tracing
+from flagsched.runtime.telemetry.tracing import Tracing
 from tests.support.pipeline import (
     Running,
     add_flag,
@@ -43,7 +42,7 @@ def test_a_schedules_spans_are_one_chained_trace(
     add_flag(db, "traced")
     sid = add_schedule(db, "traced", {"enabled": True}, retry_policy={"base_s": base_s})
     _, release = hold_flag_lock(dsn, "traced")
-    dispatcher = Dispatcher(settings, TopicLayout.from_settings(settings), tracing=tracing)
+    dispatcher = Dispatcher(settings, settings.topic_layout(), tracing=tracing)
     with running_worker(settings, tracing=tracing), Running(dispatcher.run, "dispatcher"):
         wait_until(lambda: len(attempts(db, sid)) >= failures, what="failed attempts")
         release()
@@ -75,7 +74,7 @@ def test_a_schedules_spans_are_one_chained_trace(
     for previous, following in itertools.pairwise(tried):
         assert previous.context is not None
         assert previous.context.span_id in ancestors(following)
-    layout = TopicLayout.from_settings(settings)
+    layout = settings.topic_layout()
     lifecycle = read_topic(settings, layout.lifecycle, expect=failures + 1)
     assert all(dict(r.headers).get("traceparent") for r in lifecycle)
     # one id finds the whole history: every attempt row carries the trace id

@@ -45,12 +45,10 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 
 from flagsched.devstack import DevStack
+from flagsched.runtime.settings import Settings
 from flagsched.schemas import headers as hdr
 from flagsched.schemas.events import ScheduleDue
-from flagsched.schemas.topics import TopicLayout
-from flagsched.settings import Settings
-from tests.integration.test_retry_flow import settings_env
-from tests.support.pipeline import connect, header_map, wait_until
+from tests.support.pipeline import connect, header_map, settings_env, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +269,7 @@ def seed_canaries(
     """After the faults: a schedule through every due and priority partition, and a
     lock-failed one through every partition of every tier (three retries: 0.5, 1 and 2 s
     with the lock-contention backoff), to show that nothing stayed paused."""
-    layout = TopicLayout.from_settings(settings)
+    layout = settings.topic_layout()
     count = partition_counts(settings, [layout.due, layout.priority, *layout.tier_topics])
     tiers = max(count[t] for t in layout.tier_topics)
     now = time.time() + 1.5  # time to take the locks first
@@ -405,7 +403,7 @@ class Processes:
             log_path = self._log_dir / f"{name}.log"
             with log_path.open("wb") as out:
                 popen = subprocess.Popen(
-                    [sys.executable, "-m", "flagsched", command],
+                    [sys.executable, "-m", "flagsched.cli", command],
                     env=self._env | {"FLAGSCHED_WORKER_ID": f"{self._run_id}-{name}"},
                     stdout=subprocess.DEVNULL,
                     stderr=out,
@@ -775,7 +773,7 @@ def _group_name(group: Any) -> str:
 def unconsumed_records(settings: Settings) -> int:
     """Committed records on the topics the workers consume that the group has not committed
     past: after a drain there must be none (nothing stayed paused)."""
-    layout = TopicLayout.from_settings(settings)
+    layout = settings.topic_layout()
     return len(read_topics(settings, layout.consumed, start=committed_offsets(settings)))
 
 
@@ -878,7 +876,7 @@ def run_chaos(
 
 
 def _ledger_topics(settings: Settings) -> list[str]:
-    layout = TopicLayout.from_settings(settings)
+    layout = settings.topic_layout()
     return [*layout.consumed, layout.dead_letter, layout.lifecycle]
 
 
@@ -897,7 +895,7 @@ def _last(value: Callable[[], int], timeout_s: float) -> int:
 
 def _settle_kafka(settings: Settings, stats: RunStats) -> None:
     """With the workers still running: wait until they have consumed every record."""
-    layout = TopicLayout.from_settings(settings)
+    layout = settings.topic_layout()
     stats.unconsumed_records = _last(
         lambda: open_transactions(settings, layout.consumed) or unconsumed_records(settings),
         timeout_s=30.0,
@@ -1016,7 +1014,7 @@ def _gather(settings: Settings, w: Workload) -> tuple[_Evidence, int, int, dict[
             str(r["key"]): dict(r)
             for r in conn.execute("SELECT * FROM feature_flags WHERE key = ANY(%s)", (w.flags,))
         }
-    layout = TopicLayout.from_settings(settings)
+    layout = settings.topic_layout()
     dead_letters: dict[int, list[tuple[str | None, bytes | None]]] = defaultdict(list)
     dlt = read_topics(settings, [layout.dead_letter])
     for rec in dlt:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 import uuid
@@ -18,13 +19,24 @@ from psycopg.rows import dict_row
 
 from flagsched.admin.topics import create_topics
 from flagsched.consumer.worker import Worker
-from flagsched.db.migrate import migrate
 from flagsched.producer.dispatcher import Dispatcher
+from flagsched.runtime.db.migrate import migrate
+from flagsched.runtime.settings import Settings
 from flagsched.schemas.topics import TopicLayout
-from flagsched.settings import Settings
 
 T = TypeVar("T")
 TEMPLATE_DB = "flagsched_test_template"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The FLAGSCHED_* environment that reproduces ``settings`` in a subprocess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLAGSCHED_")}
+    for name, value in settings.model_dump(exclude_none=True).items():
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        key = f"FLAGSCHED_{name.upper()}"
+        env[key] = json.dumps(list(value)) if isinstance(value, tuple) else str(value)
+    return env
 
 
 def wait_until(
@@ -105,7 +117,7 @@ def test_settings(bootstrap: str, dsn: str, **overrides: Any) -> Settings:
 
 def setup_topics(settings: Settings) -> TopicLayout:
     """Create the test's topics."""
-    layout = TopicLayout.from_settings(settings)
+    layout = settings.topic_layout()
     create_topics(settings, layout)
     return layout
 
@@ -199,7 +211,7 @@ class Running:
 @contextlib.contextmanager
 def running_worker(settings: Settings, **kwargs: Any) -> Iterator[Worker]:
     """A worker in a thread, ready (joined the group) when the block starts."""
-    worker = Worker(settings, TopicLayout.from_settings(settings), **kwargs)
+    worker = Worker(settings, settings.topic_layout(), **kwargs)
     with Running(worker.run, f"worker-{worker.worker_id}"):
         wait_until(worker.ready.is_set, timeout_s=30, what="worker's first poll")
         yield worker
@@ -213,7 +225,7 @@ def owns(worker: Worker, topic: str) -> bool:
 @contextlib.contextmanager
 def running_dispatcher(settings: Settings, **kwargs: Any) -> Iterator[Dispatcher]:
     """A dispatcher in a thread."""
-    dispatcher = Dispatcher(settings, TopicLayout.from_settings(settings), **kwargs)
+    dispatcher = Dispatcher(settings, settings.topic_layout(), **kwargs)
     with Running(dispatcher.run, "dispatcher"):
         yield dispatcher
 

@@ -20,19 +20,15 @@ import pytest
 from flagsched.devstack import DevStack, Endpoints, Stack
 from flagsched.devstack.containers import ContainerStack
 from flagsched.devstack.endpoints import DATABASE_ENV, KAFKA_ENV
-from flagsched.errors import FlagschedError
-from flagsched.settings import load_settings
+from flagsched.runtime.errors import FlagschedError
+from flagsched.runtime.settings import load_settings
+from tests.support.required import unavailable
 
 ServiceStack = tuple[Endpoints, DevStack | None]
 
 
 def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: a missing service fails the run)", pytrace=False)
-    pytest.skip(
-        f"{reason} (skipped because CI is not 'true'; in CI this fails the run. "
-        f"Or point {KAFKA_ENV} and {DATABASE_ENV} at running services)"
-    )
+    unavailable(f"{reason}; or point {KAFKA_ENV} and {DATABASE_ENV} at running services")
 
 
 def need_local_stack(devstack: DevStack | None) -> None:

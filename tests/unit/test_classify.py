@@ -7,7 +7,7 @@ import pytest
 from psycopg import errors as pg
 
 from flagsched.consumer.classify import classify
-from flagsched.errors import FlagNotFound, InvalidUpdate, PoisonRecord
+from flagsched.runtime.errors import FlagNotFound, InvalidUpdate, PoisonRecord
 from flagsched.schemas.error_classes import Disposition, ErrorClass
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from flagsched.consumer.decode import decode_event
-from flagsched.errors import PoisonRecord
+from flagsched.runtime.errors import PoisonRecord
 from flagsched.schemas.events import ScheduleDue
 
 NOW = datetime(2026, 12, 24, 23, 59, 30, tzinfo=UTC)

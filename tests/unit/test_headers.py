@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flagsched.errors import PoisonRecord
+from flagsched.runtime.errors import PoisonRecord
 from flagsched.schemas import headers as hdr
 from flagsched.schemas.headers import DeadLetterReason, RecordHeaders, truncate_utf8
 

@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from flagsched.retry import (
+from flagsched.runtime.settings import Settings
+from flagsched.schemas.retry import (
     CLASS_ADJUSTMENTS,
     MAX_DELAY_S,
     MAX_PREVIEW_ATTEMPTS,
@@ -29,7 +30,6 @@ from flagsched.retry import (
     preview,
     seed_for,
 )
-from flagsched.settings import Settings
 
 LADDER = (1.0, 5.0, 30.0, 120.0, 600.0, 3600.0)
 HUGE_N = (10, 1000, 10**6, 10**9)
@@ -129,7 +129,7 @@ def test_retry_number_must_be_positive() -> None:
 
 def test_seed_is_stable_across_processes() -> None:
     assert seed_for(42, 2) == seed_for(42, 2) != seed_for(42, 3) != seed_for(43, 3)
-    code = "from flagsched.retry import seed_for; print(seed_for(42, 2))"
+    code = "from flagsched.schemas.retry import seed_for; print(seed_for(42, 2))"
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
         out = subprocess.run(
@@ -233,7 +233,7 @@ def test_schedule_override_always_wins(error_class: str | None, override: Policy
 
 def test_from_settings() -> None:
     settings = Settings(backoff_base_s=3.0, backoff_floor_s=1.0, jitter="equal", max_retries=2)
-    policy = RetryPolicy.from_settings(settings)
+    policy = settings.default_retry_policy()
     assert (policy.base_s, policy.floor_s, policy.jitter, policy.max_retries) == (
         3.0,
         1.0,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flagsched.errors import ConfigError
-from flagsched.settings import load_settings
+from flagsched.runtime.errors import ConfigError
+from flagsched.runtime.settings import load_settings
 
 
 @pytest.mark.parametrize(

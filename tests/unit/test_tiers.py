@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flagsched.retry import MAX_HOPS, hop_path, pick_tier, tier_suffix
+from flagsched.schemas.retry import MAX_HOPS, hop_path, pick_tier, tier_suffix
 
 LADDER = (1.0, 5.0, 30.0, 120.0, 600.0, 3600.0)
 

@@ -20,10 +20,11 @@ from opentelemetry.semconv.attributes import error_attributes
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from flagsched import __version__
-from flagsched.errors import ConfigError
+from flagsched.runtime.errors import ConfigError
+from flagsched.runtime.telemetry.tracing import ERROR_TYPE, AttemptSpan, Tracing, setup_tracing
+from flagsched.schemas import __version__
 from flagsched.schemas.headers import RecordHeaders
-from flagsched.telemetry.tracing import ERROR_TYPE, AttemptSpan, Tracing, setup_tracing
+from tests.support.required import in_ci
 
 DUE = "flagsched.schedule-due"
 TIER = "flagsched.retry.5s"
@@ -459,8 +460,7 @@ def test_unsupported_configuration_is_a_config_error(
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is not None
-    and os.environ.get("CI") != "true",
+    importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is not None and not in_ci(),
     reason="the gRPC exporter is installed here; CI installs the dev extra without it, so"
     " there this test runs (and fails if the exporter is there)",
 )

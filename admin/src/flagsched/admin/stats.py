@@ -1,0 +1,250 @@
+"""``flagsched stats``: what failed and why, how often retries pay off, what waits now.
+
+Reads ``schedule_retry_attempts`` over a time window (range scans of its
+``finished_at`` index) and the current backlog (:mod:`flagsched.runtime.telemetry.backlog`).
+Failure messages are grouped by a fingerprint with the variable parts (numbers, ids,
+quoted values, hex) replaced, so "flag 'a' does not exist" and "flag 'b' does not
+exist" are one row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from flagsched.runtime.settings import Settings
+from flagsched.runtime.telemetry.backlog import BacklogSnapshot, read_backlog
+from flagsched.runtime.telemetry.fingerprint import fingerprint
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIERS_S: tuple[float, ...] = Settings.model_fields["retry_tiers_s"].default
+#: Share of eventually-applied schedules the max_retries suggestion must cover.
+TARGET = 0.99
+
+_FAILURES = """
+SELECT error_class, error_message, schedule_id, count(*) AS n,
+       count(*) FILTER (WHERE outcome = 'dead') AS dead, max(finished_at) AS last_seen
+  FROM schedule_retry_attempts
+ WHERE error_class IS NOT NULL AND finished_at >= %(since)s AND finished_at < %(until)s
+ GROUP BY error_class, error_message, schedule_id
+"""
+_ENDINGS = """
+SELECT attempt, count(*) FILTER (WHERE outcome = 'applied') AS applied,
+       count(*) FILTER (WHERE dlt_reason = 'exhausted') AS exhausted
+  FROM schedule_retry_attempts
+ WHERE finished_at >= %(since)s AND finished_at < %(until)s
+   AND (outcome = 'applied' OR dlt_reason = 'exhausted')
+ GROUP BY attempt ORDER BY attempt
+"""
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """Failed attempts of one error class whose messages share a fingerprint."""
+
+    error_class: str
+    fingerprint: str
+    attempts: int
+    schedules: int
+    dead: int  # of those attempts, how many dead-lettered the schedule
+    example: str
+    last_seen: datetime
+
+
+@dataclass(frozen=True)
+class AttemptShare:
+    """Schedules applied on one attempt number, as a share of all applied."""
+
+    attempt: int
+    applied: int
+    share: float
+    cumulative: float
+
+
+@dataclass(frozen=True)
+class RetrySuggestion:
+    """The smallest ``attempts`` within which ``target`` of the applied schedules
+    succeeded; ``max_retries = attempts - 1``. Schedules dead-lettered as exhausted are
+    not in the sample (they might have needed more), so treat it as a lower bound."""
+
+    attempts: int
+    max_retries: int
+    target: float
+    sample_size: int
+
+
+@dataclass(frozen=True)
+class Stats:
+    """The result of :func:`failure_stats`."""
+
+    since: datetime
+    until: datetime
+    failures: tuple[FailureGroup, ...]
+    applied_by_attempt: tuple[AttemptShare, ...]
+    applied: int
+    exhausted: int
+    suggestion: RetrySuggestion | None
+    backlog: BacklogSnapshot
+
+    @property
+    def first_attempt_share(self) -> float | None:
+        """Share of applied schedules that succeeded on attempt 1 (None: none applied)."""
+        first = next((a for a in self.applied_by_attempt if a.attempt == 1), None)
+        return None if not self.applied else (first.share if first else 0.0)
+
+    def to_json(self) -> str:
+        """All fields as JSON (times in ISO 8601)."""
+        data = asdict(self) | {"first_attempt_share": self.first_attempt_share}
+        return json.dumps(data, default=str, indent=2)
+
+
+def failure_stats(
+    conn: psycopg.Connection[Any],
+    since: datetime,
+    until: datetime,
+    *,
+    tiers_s: Sequence[float] = DEFAULT_TIERS_S,
+    target: float = TARGET,
+) -> Stats:
+    """Failures, success by attempt number and a max_retries suggestion for attempts
+    finished in ``[since, until)``, plus the backlog now (bucketed by ``tiers_s``)."""
+    window = {"since": since, "until": until}
+    with conn.cursor(row_factory=dict_row) as cur:
+        failure_rows = cur.execute(_FAILURES, window).fetchall()
+        endings = cur.execute(_ENDINGS, window).fetchall()
+    applied_by = [(int(r["attempt"]), int(r["applied"])) for r in endings if r["applied"]]
+    applied = sum(n for _, n in applied_by)
+    shares, cumulative = [], 0
+    for attempt, n in applied_by:
+        cumulative += n
+        shares.append(AttemptShare(attempt, n, n / applied, cumulative / applied))
+    suggestion = next(
+        (
+            RetrySuggestion(s.attempt, s.attempt - 1, target, applied)
+            for s in shares
+            if s.cumulative >= target - 1e-12
+        ),
+        None,
+    )
+    return Stats(
+        since=since,
+        until=until,
+        failures=_group(failure_rows),
+        applied_by_attempt=tuple(shares),
+        applied=applied,
+        exhausted=sum(int(r["exhausted"]) for r in endings),
+        suggestion=suggestion,
+        backlog=read_backlog(conn, tiers_s),
+    )
+
+
+def _group(rows: list[dict[str, Any]]) -> tuple[FailureGroup, ...]:
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        key = (r["error_class"], fingerprint(r["error_message"]))
+        g = groups.setdefault(
+            key,
+            {"n": 0, "ids": set(), "dead": 0, "example": r["error_message"] or "", "last": None},
+        )
+        g["n"] += int(r["n"])
+        g["dead"] += int(r["dead"])
+        g["ids"].add(r["schedule_id"])
+        g["last"] = max(filter(None, (g["last"], r["last_seen"])))
+    out = [
+        FailureGroup(cls, fp, g["n"], len(g["ids"]), g["dead"], g["example"], g["last"])
+        for (cls, fp), g in groups.items()
+    ]
+    return tuple(sorted(out, key=lambda f: (-f.attempts, f.error_class, f.fingerprint)))
+
+
+def render_stats(stats: Stats) -> str:
+    """A plain-text report of ``stats`` (fixed-width tables, no colour)."""
+    since, until = stats.since.astimezone(UTC), stats.until.astimezone(UTC)
+    minutes = (until - since).total_seconds() / 60
+    out = [
+        f"flagsched stats: attempts finished {since:%Y-%m-%d %H:%M:%S} .. {until:%H:%M:%S}"
+        f" UTC ({minutes:.4g} min)"
+    ]
+    out += ["", f"Failures by class and message ({len(stats.failures)} groups)"]
+    out += [f"  {'CLASS':<22}{'ATTEMPTS':>9}{'SCHEDULES':>10}{'DEAD':>6}  MESSAGE"]
+    out += [
+        f"  {f.error_class:<22}{f.attempts:>9}{f.schedules:>10}{f.dead:>6}  {f.fingerprint}"
+        for f in stats.failures
+    ] or ["  (none)"]
+    out += ["", f"Applied by attempt ({stats.applied} applied, {stats.exhausted} exhausted)"]
+    out += [f"  {'ATTEMPT':>7}{'APPLIED':>9}{'SHARE':>8}{'CUMULATIVE':>12}"]
+    out += [
+        f"  {a.attempt:>7}{a.applied:>9}{a.share:>8.1%}{a.cumulative:>12.1%}"
+        for a in stats.applied_by_attempt
+    ] or ["  (none)"]
+    if stats.first_attempt_share is not None:
+        share = stats.first_attempt_share
+        out.append(f"  {share:.1%} of schedules that were applied succeeded on attempt 1.")
+    if (s := stats.suggestion) is not None:
+        small = "a small sample; " if s.sample_size < 100 else ""
+        out.append(
+            f"  max_retries suggestion: {s.max_retries} -- {s.target:.0%} of the {s.sample_size}"
+            f" applied schedules succeeded within {s.attempts} attempts ({small}schedules that"
+            " exhausted their retries are not counted)"
+        )
+    b = stats.backlog
+    out += [
+        "",
+        f"Retry backlog now: {b.retrying} retrying, oldest overdue "
+        f"{b.oldest_overdue_s:.0f}s; {b.dispatch_backlog} due awaiting dispatch "
+        f"(oldest {b.oldest_dispatch_s:.0f}s)",
+        f"  {'TIER':<10}{'SCHEDULES':>10}",
+    ]
+    out += [f"  {tier:<10}{n:>10}" for tier, n in b.by_tier.items()]
+    return "\n".join(out) + "\n"
+
+
+def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    """``flagsched stats [--since-minutes N] [--json]``: print the report. ``settings``
+    name the database (the CLI resolves the local dev stack's endpoints first)."""
+    from flagsched.runtime.db.connect import connect
+
+    until = datetime.now(UTC)
+    since = until - timedelta(minutes=args.since_minutes)
+    with connect(
+        settings.require_database_url(), timeout_s=settings.connect_timeout_s, autocommit=True
+    ) as conn:
+        stats = failure_stats(conn, since, until, tiers_s=settings.retry_tiers_s)
+    log.debug("stats for %s .. %s: %d failure groups", since, until, len(stats.failures))
+    print(stats.to_json() if args.json else render_stats(stats), end="")
+    return 0
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {text}")
+    return value
+
+
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    handler: Callable[[argparse.Namespace, Settings], int] = cmd_stats,
+) -> None:
+    """Add ``stats``; it sets ``handler(args, settings) -> int`` like the other commands
+    (the CLI passes one that resolves the endpoints first)."""
+    text = "failures by class and message, success by attempt, max_retries hint, backlog"
+    parser = subparsers.add_parser("stats", help=text, description=text)
+    parser.add_argument(
+        "--since-minutes",
+        type=_positive,
+        default=60.0,
+        metavar="N",
+        help="look at attempts finished in the last N minutes (default 60)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.set_defaults(handler=handler)

@@ -1,0 +1,7 @@
+"""``python -m flagsched.cli``."""
+
+import sys
+
+from flagsched.cli import main
+
+sys.exit(main())

@@ -1,0 +1,292 @@
+"""One attempt of one schedule in PostgreSQL, and the rules every attempt shares.
+
+The row is the truth. An attempt locks the schedule row and decides from its
+state and the attempt rows whether this record is new work, a replay of an
+attempt already recorded (its Kafka side effects were lost, so they are
+redone), or stale (:func:`triage`); then applies the update inside a
+savepoint, so a failed apply rolls back only itself and the attempt's
+bookkeeping still commits with it. consumer/coalesce.py applies a whole poll
+with the same rules in a few statements; this module is its fallback and the
+path for flags that must be waited for.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from pydantic import ValidationError
+
+from flagsched.consumer.bookkeeping import (
+    AttemptContext,
+    Row,
+    plan_failure,
+    plan_outcome,
+    record,
+    replay,
+)
+from flagsched.consumer.classify import classify
+from flagsched.consumer.decode import Delivery
+from flagsched.consumer.outcome import AttemptResult, Outcome
+from flagsched.runtime.errors import FlagLocked, FlagNotFound, InvalidUpdate
+from flagsched.schemas.error_classes import Disposition, ErrorClass
+from flagsched.schemas.events import to_epoch_ms, to_epoch_us
+from flagsched.schemas.headers import DeadLetterReason
+from flagsched.schemas.updates import FlagUpdate
+
+#: The flag columns a schedule may change, as they appear in the change log.
+STATE = ("enabled", "rollout_percentage", "config")
+
+
+class Superseded(Exception):
+    """A newer schedule of the flag is applied already (per-flag ordering)."""
+
+    def __init__(self, by: int) -> None:
+        super().__init__(f"superseded by schedule {by}")
+        self.by = by
+
+
+#: A schedule row ``s`` with the attempt row ``a`` its record asks for (``rec_*``, NULL
+#: when not recorded): what :func:`triage` reads.
+SCHEDULE_WITH_ATTEMPT = """s.*, a.attempt AS rec_attempt, a.due_at AS rec_due_at,
+       a.outcome AS rec_outcome, a.error_class AS rec_error_class,
+       a.error_message AS rec_error_message, a.dlt_reason AS rec_dlt_reason,
+       a.next_attempt_at AS rec_next_attempt_at"""
+
+# The schedule row (locked) with the attempt row this record asks for, if recorded.
+SCHEDULE_AND_ATTEMPT = f"""
+SELECT {SCHEDULE_WITH_ATTEMPT}
+  FROM flag_schedules s
+  LEFT JOIN schedule_retry_attempts a ON a.schedule_id = s.id AND a.attempt = %s
+ WHERE s.id = %s
+   FOR UPDATE OF s
+"""
+
+
+def triage(
+    conn: psycopg.Connection[Row], delivery: Delivery, row: Row | None
+) -> AttemptResult | Row:
+    """What the locked schedule row (joined with its attempt row) says of this record.
+
+    An :class:`AttemptResult` when nothing is to be attempted (unknown schedule,
+    replay of a recorded attempt, stale or duplicate wake-up); else the schedule row,
+    due for this attempt (it may be cancelled: the caller records that).
+    """
+    ev, n = delivery.event, delivery.headers.attempt
+    if row is None:
+        return AttemptResult(
+            Outcome.POISON,
+            n,
+            ev.schedule_id,
+            ev.flag_key,
+            error_class=ErrorClass.SCHEDULE_NOT_FOUND.value,
+            error_message=f"schedule {ev.schedule_id} does not exist",
+            dlt_reason=DeadLetterReason.PERMANENT,
+            due_ms=delivery.headers.due_ms,
+        )
+    row = dict(row)
+    recorded = {k[4:]: row.pop(k) for k in list(row) if k.startswith("rec_")}
+    if recorded["attempt"] is not None:
+        if _ms(recorded["due_at"]) != delivery.headers.due_ms:
+            return AttemptResult(Outcome.DROP, n, ev.schedule_id, ev.flag_key)
+        return replay(conn, row, recorded)
+    if row["status"] in ("applied", "dead", "superseded") or n != row["retry_count"] + 1:
+        return AttemptResult(Outcome.DROP, n, ev.schedule_id, ev.flag_key)
+    # A wake-up for another due time than the row's (edited or re-armed since it was
+    # sent, e.g. after pre-dispatch) is stale: the row's own wake-up does the work.
+    expected = row["scheduled_at"] if n == 1 else row["next_retry_at"]
+    if expected is None or _ms(expected) != delivery.headers.due_ms:
+        return AttemptResult(Outcome.DROP, n, ev.schedule_id, ev.flag_key)
+    return row
+
+
+def parse_update(row: Row) -> dict[str, Any]:
+    """The fields the schedule sets; raises :class:`InvalidUpdate` if it sets none or bad ones."""
+    key = row["flag_key"]
+    try:
+        update = FlagUpdate.model_validate(row["updates"]).fields()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidUpdate(f"invalid update for flag {key!r}: {where}: {first['msg']}") from exc
+    if not update:
+        raise InvalidUpdate(f"update for flag {key!r} changes nothing")
+    return update
+
+
+Stamp = tuple[int, int]  # (scheduled_at in epoch microseconds, schedule id)
+
+
+def _stamp(moment: datetime, schedule_id: int) -> Stamp:
+    return (to_epoch_us(moment), int(schedule_id))
+
+
+def _stamps(flag: Row) -> dict[str, Stamp]:
+    """Which schedule set each field last. A flag last changed before field stamps
+    existed (migration 0004) has none: all its fields count as set by its newest
+    applied schedule, ``(last_scheduled_at, last_schedule_id)``."""
+    stamps = flag.get("field_stamps") or {}
+    if stamps:
+        return {f: (int(s[0]), int(s[1])) for f, s in stamps.items()}
+    if flag["last_scheduled_at"] is None:
+        return {}
+    legacy = _stamp(flag["last_scheduled_at"], flag["last_schedule_id"])
+    return dict.fromkeys(STATE, legacy)
+
+
+def fields_to_apply(flag: Row, row: Row, update: dict[str, Any]) -> dict[str, Any]:
+    """Per-field ordering: the fields of ``update`` no newer schedule has set already.
+
+    A schedule applied after a newer one of its flag (it arrived late) still sets
+    the other fields, so the flag ends as if they had applied in due order; raises
+    :class:`Superseded` when newer schedules have set every field it changes.
+    """
+    mine, stamps = _stamp(row["scheduled_at"], row["id"]), _stamps(flag)
+    newer = {f: stamps[f] for f in update if f in stamps and stamps[f] > mine}
+    if len(newer) == len(update):
+        raise Superseded(max(newer.values())[1])
+    return {f: v for f, v in update.items() if f not in newer}
+
+
+def stamped(flag: Row, row: Row, fields: dict[str, Any]) -> Row:
+    """The flag's ordering columns after ``row`` set ``fields``."""
+    mine = _stamp(row["scheduled_at"], row["id"])
+    stamps = {f: list(s) for f, s in _stamps(flag).items()}
+    stamps.update({f: list(mine) for f in fields})
+    last = flag["last_scheduled_at"]
+    newest = last is None or _stamp(last, flag["last_schedule_id"]) < mine
+    return {
+        "field_stamps": stamps,
+        "last_scheduled_at": row["scheduled_at"] if newest else last,
+        "last_schedule_id": row["id"] if newest else flag["last_schedule_id"],
+    }
+
+
+def unavailable(conn: psycopg.Connection[Row], keys: Collection[str]) -> dict[str, Exception]:
+    """Why each flag row this transaction could not lock without waiting is unavailable:
+    locked by another transaction, or not there (one query for all of them)."""
+    if not keys:
+        return {}
+    exists = {
+        str(r["key"])
+        for r in conn.execute("SELECT key FROM feature_flags WHERE key = ANY(%s)", (sorted(keys),))
+    }
+    return {k: _locked(k) if k in exists else _not_found(k) for k in keys}
+
+
+def _locked(key: str) -> FlagLocked:
+    return FlagLocked(f"flag {key!r} is locked by another transaction")
+
+
+def _not_found(key: str) -> FlagNotFound:
+    return FlagNotFound(f"flag {key!r} does not exist")
+
+
+def attempt_in_transaction(
+    conn: psycopg.Connection[Row],
+    delivery: Delivery,
+    ctx: AttemptContext,
+    flags: dict[str, Row] | None = None,
+) -> AttemptResult:
+    """One attempt inside the caller's transaction.
+
+    ``flags`` holds the flag rows the caller's transaction has locked already (and is
+    updated here); a flag missing from it is not waited for (lock_contention, or
+    flag_not_found). Without ``flags`` the flag row is locked here, waiting up to the
+    lock timeout.
+    """
+    started = datetime.now(UTC)
+    # The schedule row may be briefly locked by a dispatcher publishing it: wait for it
+    # (statement timeout) instead of burning an attempt. Its attempt row comes along.
+    found = conn.execute(
+        SCHEDULE_AND_ATTEMPT, (delivery.headers.attempt, delivery.event.schedule_id)
+    ).fetchone()
+    row = triage(conn, delivery, found)
+    if isinstance(row, AttemptResult):
+        return row
+    if row["status"] == "cancelled":
+        return record(conn, plan_outcome(row, delivery, ctx, started, Outcome.CANCELLED))
+    if flags is None:
+        set_local(conn, "lock_timeout", ctx.lock_timeout_ms)
+    try:
+        with conn.transaction():  # savepoint: a failed apply rolls back only itself
+            version = _apply_update(conn, row, delivery.headers.attempt, flags)
+    except Superseded as sup:
+        return record(
+            conn, plan_outcome(row, delivery, ctx, started, Outcome.SUPERSEDED, by=sup.by)
+        )
+    except (psycopg.Error, FlagNotFound, FlagLocked, InvalidUpdate) as exc:
+        verdict = classify(exc)
+        if verdict.disposition is Disposition.PAUSE:
+            raise
+        permanent = verdict.disposition is Disposition.PERMANENT
+        failed = plan_failure(
+            row, delivery, ctx, started, exc, verdict.error_class.value, permanent=permanent
+        )
+        return record(conn, failed)
+    return record(conn, plan_outcome(row, delivery, ctx, started, Outcome.APPLIED, version=version))
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return None if moment is None else to_epoch_ms(moment)
+
+
+def set_local(conn: psycopg.Connection[Row], name: str, ms: int) -> None:
+    """``SET LOCAL name = '<ms>ms'`` for the open transaction."""
+    conn.execute(sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(name), sql.Literal(f"{ms}ms")))
+
+
+def _apply_update(
+    conn: psycopg.Connection[Row], row: Row, attempt: int, flags: dict[str, Row] | None
+) -> int:
+    """Change the flag; return its new version. Raises on any reason not to."""
+    key = row["flag_key"]
+    if flags is not None:
+        flag = flags.get(key)
+        if flag is None:
+            raise unavailable(conn, [key])[key]
+    else:
+        flag = conn.execute(
+            "SELECT * FROM feature_flags WHERE key = %s FOR UPDATE", (key,)
+        ).fetchone()
+        if flag is None:
+            raise _not_found(key)
+    update = parse_update(row)
+    fields = fields_to_apply(flag, row, update)
+    order = stamped(flag, row, fields)
+    before = {k: flag[k] for k in STATE}
+    sets = [sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in fields]
+    params = {k: (json.dumps(v) if k == "config" else v) for k, v in fields.items()}
+    # One round trip: the flag's new state and its change-log entry.
+    after = conn.execute(
+        sql.SQL(
+            "WITH f AS (UPDATE feature_flags SET {}, version = version + 1,"
+            " field_stamps = %(stamps)s, last_schedule_id = %(last_id)s,"
+            " last_scheduled_at = %(last_at)s, updated_at = now()"
+            " WHERE key = %(key)s RETURNING *),"
+            " log AS (INSERT INTO flag_change_log"
+            " (flag_key, schedule_id, attempt, version, before, after)"
+            " SELECT key, %(sid)s, %(n)s, version, %(before)s,"
+            " jsonb_build_object('enabled', enabled, 'rollout_percentage', rollout_percentage,"
+            " 'config', config) FROM f)"
+            " SELECT * FROM f"
+        ).format(sql.SQL(", ").join(sets)),
+        {
+            **params,
+            "stamps": json.dumps(order["field_stamps"]),
+            "last_id": order["last_schedule_id"],
+            "last_at": order["last_scheduled_at"],
+            "sid": row["id"],
+            "key": key,
+            "n": attempt,
+            "before": json.dumps(before),
+        },
+    ).fetchone()
+    assert after is not None
+    if flags is not None:
+        flags[key] = after
+    return int(after["version"])

@@ -1,0 +1,249 @@
+"""A poll's attempts in a few set-based statements, each flag's schedules folded into one.
+
+The same rules as consumer/attempt.py (triage, per-flag ordering, update
+validation), applied to the whole batch at once inside the caller's
+transaction:
+
+1. one statement locks every schedule row of the batch (in id order) with the
+   attempt row each record asks for;
+2. in Python, in (flag, scheduled_at, id) order, each schedule is judged against
+   the flag as the schedules before it in the batch leave it (per-field ordering,
+   consumer/attempt.py::fields_to_apply): a flag's changes
+   are folded into its final state, each schedule keeping its own version,
+   change-log entry, attempt row and outcome;
+3. one statement writes every flag's final state and all change-log entries, in a
+   savepoint; when a batch folds several changes into one flag, every
+   intermediate state is first checked against the flag table's own constraints
+   (a temporary ``LIKE feature_flags INCLUDING CONSTRAINTS`` table), so a change
+   that would have violated one is never hidden by a later change;
+4. one statement records every attempt (consumer/bookkeeping.py).
+
+If step 3 fails (a constraint, a value out of range) the savepoint is rolled
+back and the caller redoes the batch one schedule at a time, a savepoint each,
+which pins the failure on the schedule that caused it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from flagsched.consumer.attempt import (
+    SCHEDULE_WITH_ATTEMPT,
+    STATE,
+    Superseded,
+    fields_to_apply,
+    parse_update,
+    stamped,
+    triage,
+    unavailable,
+)
+from flagsched.consumer.bookkeeping import (
+    AttemptContext,
+    Planned,
+    Row,
+    plan_failure,
+    plan_outcome,
+    write_outcomes,
+)
+from flagsched.consumer.classify import classify
+from flagsched.consumer.decode import Delivery
+from flagsched.consumer.outcome import AttemptResult, Outcome
+from flagsched.runtime.errors import FlagLocked, InvalidUpdate
+from flagsched.schemas.error_classes import Disposition
+
+log = logging.getLogger(__name__)
+
+# Every schedule row of the batch, locked in id order (workers lock in the same order,
+# so they cannot deadlock), with the attempt row each record asks for.
+_ROWS = f"""
+SELECT {SCHEDULE_WITH_ATTEMPT}
+  FROM unnest(%b::bigint[], %b::integer[]) AS w(id, n)
+  JOIN flag_schedules s ON s.id = w.id
+  LEFT JOIN schedule_retry_attempts a ON a.schedule_id = s.id AND a.attempt = w.n
+ ORDER BY s.id
+   FOR UPDATE OF s
+"""
+
+_CHECK_TABLE = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS flagsched_flag_check"
+    " (LIKE feature_flags INCLUDING CONSTRAINTS INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+
+_CHECK = """
+INSERT INTO flagsched_flag_check (key, enabled, rollout_percentage, config)
+SELECT key, enabled, rollout, config::jsonb
+  FROM unnest(%(key)b::text[], %(enabled)b::boolean[], %(rollout)b::integer[],
+              %(config)b::text[]) AS u(key, enabled, rollout, config)
+"""
+
+_WRITE = """
+WITH u AS (
+    SELECT * FROM unnest(%(key)b::text[], %(enabled)b::boolean[], %(rollout)b::integer[],
+                         %(config)b::text[], %(version)b::bigint[], %(stamps)b::text[],
+                         %(sid)b::bigint[], %(sat)b::timestamptz[])
+        AS u(key, enabled, rollout, config, version, stamps, sid, sat)
+), f AS (
+    UPDATE feature_flags f
+       SET enabled = u.enabled, rollout_percentage = u.rollout, config = u.config::jsonb,
+           version = u.version, field_stamps = u.stamps::jsonb,
+           last_schedule_id = u.sid, last_scheduled_at = u.sat,
+           updated_at = now()
+      FROM u WHERE f.key = u.key
+)
+INSERT INTO flag_change_log (flag_key, schedule_id, attempt, version, before, after)
+SELECT key, sid, n, version, before::jsonb, after::jsonb
+  FROM unnest(%(l_key)b::text[], %(l_sid)b::bigint[], %(l_n)b::integer[],
+              %(l_version)b::bigint[], %(l_before)b::text[], %(l_after)b::text[])
+    AS l(key, sid, n, version, before, after)
+"""
+
+
+@dataclass
+class _Fold:
+    """One flag's changes in this batch: its state as they leave it, and the log."""
+
+    flag: Row
+    states: list[Row] = field(default_factory=list)
+    log: list[tuple[int, int, int, str, str]] = field(default_factory=list)
+
+
+def apply_set(
+    conn: psycopg.Connection[Row],
+    deliveries: Sequence[Delivery],
+    order: Sequence[int],
+    flags: dict[str, Row],
+    ctx: AttemptContext,
+    *,
+    wait_for_locked: bool,
+) -> dict[int, AttemptResult] | None:
+    """Attempt ``deliveries`` (in ``order``) inside the open transaction.
+
+    ``flags`` are the flag rows this transaction holds locked. A flag locked by
+    another transaction fails its schedules at once with lock_contention, unless
+    ``wait_for_locked``: then they are left out of the result for the caller to
+    wait for. Returns results by index into ``deliveries``, or ``None`` when the
+    batch must be redone one schedule at a time (nothing of it was written): a
+    schedule that appears twice, or a folded write that failed.
+    """
+    ids = [d.event.schedule_id for d in deliveries]
+    if len(set(ids)) != len(ids):
+        return None
+    found = {
+        int(r["id"]): r for r in conn.execute(_ROWS, (ids, [d.headers.attempt for d in deliveries]))
+    }
+    missing = unavailable(conn, {d.event.flag_key for d in deliveries} - flags.keys())
+    folds: dict[str, _Fold] = {}
+    planned: list[Planned] = []
+    results: dict[int, AttemptResult] = {}
+    for i in order:
+        d = deliveries[i]
+        started = datetime.now(UTC)
+        row = triage(conn, d, found.get(d.event.schedule_id))
+        if isinstance(row, AttemptResult):
+            results[i] = row
+            continue
+        key = row["flag_key"]
+        if row["status"] == "cancelled":
+            step = plan_outcome(row, d, ctx, started, Outcome.CANCELLED)
+        elif key in missing:
+            exc = missing[key]
+            if wait_for_locked and isinstance(exc, FlagLocked):
+                continue  # the caller waits for this flag, outside this transaction
+            step = _failure(row, d, ctx, started, exc)
+        else:
+            fold = folds.setdefault(key, _Fold(dict(flags[key])))
+            step = _fold(fold, row, d, ctx, started)
+        planned.append(step)
+        results[i] = step.result
+    try:
+        with conn.transaction():  # savepoint: a failed write leaves the batch untouched
+            _write_flags(conn, folds)
+    except psycopg.Error as exc:
+        if classify(exc).disposition is Disposition.PAUSE:
+            raise
+        log.info("folded write refused (%s); applying the batch one schedule at a time", exc)
+        return None
+    write_outcomes(conn, planned)
+    return results
+
+
+def _failure(
+    row: Row, d: Delivery, ctx: AttemptContext, started: datetime, exc: Exception
+) -> Planned:
+    verdict = classify(exc)
+    return plan_failure(
+        row,
+        d,
+        ctx,
+        started,
+        exc,
+        verdict.error_class.value,
+        permanent=verdict.disposition is Disposition.PERMANENT,
+    )
+
+
+def _fold(fold: _Fold, row: Row, d: Delivery, ctx: AttemptContext, started: datetime) -> Planned:
+    """Fold one schedule's change into its flag's state; plan its outcome."""
+    flag = fold.flag
+    try:
+        fields = fields_to_apply(flag, row, parse_update(row))
+    except Superseded as sup:
+        return plan_outcome(row, d, ctx, started, Outcome.SUPERSEDED, by=sup.by)
+    except InvalidUpdate as exc:
+        return _failure(row, d, ctx, started, exc)
+    before = {k: flag[k] for k in STATE}
+    flag.update(stamped(flag, row, fields))
+    flag.update(fields)
+    flag["version"] = int(flag["version"]) + 1
+    after = {k: flag[k] for k in STATE}
+    fold.states.append(dict(flag))
+    fold.log.append(
+        (row["id"], d.headers.attempt, flag["version"], json.dumps(before), json.dumps(after))
+    )
+    return plan_outcome(row, d, ctx, started, Outcome.APPLIED, version=flag["version"])
+
+
+def _write_flags(conn: psycopg.Connection[Row], folds: dict[str, _Fold]) -> None:
+    changed = {k: f for k, f in folds.items() if f.log}
+    if not changed:
+        return
+    # Only the final state reaches feature_flags (and its constraints): the states in
+    # between are checked against the same constraints first.
+    between = [s for f in changed.values() if len(f.states) > 1 for s in f.states[:-1]]
+    if between:
+        conn.execute(_CHECK_TABLE)
+        conn.execute(_CHECK, _columns(between))
+    finals = [f.flag for f in changed.values()]
+    logs = [(k, *entry) for k, f in changed.items() for entry in f.log]
+    conn.execute(
+        _WRITE,
+        {
+            **_columns(finals),
+            "version": [f["version"] for f in finals],
+            "stamps": [json.dumps(f["field_stamps"]) for f in finals],
+            "sid": [f["last_schedule_id"] for f in finals],
+            "sat": [f["last_scheduled_at"] for f in finals],
+            "l_key": [entry[0] for entry in logs],
+            "l_sid": [entry[1] for entry in logs],
+            "l_n": [entry[2] for entry in logs],
+            "l_version": [entry[3] for entry in logs],
+            "l_before": [entry[4] for entry in logs],
+            "l_after": [entry[5] for entry in logs],
+        },
+    )
+
+
+def _columns(states: Sequence[Row]) -> dict[str, list[Any]]:
+    return {
+        "key": [s["key"] for s in states],
+        "enabled": [s["enabled"] for s in states],
+        "rollout": [s["rollout_percentage"] for s in states],
+        "config": [json.dumps(s["config"]) for s in states],
+    }

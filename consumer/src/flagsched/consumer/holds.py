@@ -1,0 +1,97 @@
+"""Never early: when a record may be processed, and the partitions held until then.
+
+A record's wake time is derived from its headers and its topic alone, so after
+a rebalance (or a restart) the new owner re-derives the same hold: nothing
+depends on in-process state. Tier records wake at ``min(due, timestamp + tier)``;
+one that still has a tier's worth of time left hops to a smaller tier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from flagsched.schemas.headers import RecordHeaders
+from flagsched.schemas.retry.tiers import pick_tier
+from flagsched.schemas.topics import TopicLayout
+
+
+class Timing(StrEnum):
+    """What a record's clock says."""
+
+    DUE = "due"
+    HOLD = "hold"
+    HOP = "hop"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """When and how a record proceeds."""
+
+    timing: Timing
+    until_ms: int = 0
+    hop_tier_s: float | None = None
+
+
+def judge(
+    layout: TopicLayout, topic: str, timestamp_ms: int, headers: RecordHeaders, now_ms: int
+) -> Verdict:
+    """Decide whether the record is due now, must be held, or hops to a smaller tier."""
+    due_ms = headers.due_ms
+    tier_s = layout.tier_topics.get(topic)
+    wake_ms = due_ms if tier_s is None else min(due_ms, timestamp_ms + int(tier_s * 1000))
+    if now_ms < wake_ms:
+        return Verdict(Timing.HOLD, wake_ms)
+    remaining_s = (due_ms - now_ms) / 1000
+    if remaining_s <= 0:
+        return Verdict(Timing.DUE)
+    tier = pick_tier(layout.tiers_s, remaining_s)
+    if tier is None:
+        return Verdict(Timing.HOLD, due_ms)
+    return Verdict(Timing.HOP, due_ms, tier)
+
+
+def rotation_tier(layout: TopicLayout, due_ms: int, now_ms: int) -> float:
+    """The tier a held record moves to when a later record of its partition is ready.
+
+    The largest tier that fits the remaining time, else the smallest (where it wakes at
+    its due time). Either way it wakes no later than its due time: never early, never
+    made later than due by the move.
+    """
+    tier = pick_tier(layout.tiers_s, (due_ms - now_ms) / 1000)
+    return tier if tier is not None else min(layout.tiers_s)
+
+
+class Holds:
+    """Partitions paused until a moment (epoch ms), with the earliest wake-up."""
+
+    def __init__(self) -> None:
+        self._until: dict[object, int] = {}
+
+    def hold(self, tp: object, until_ms: int) -> None:
+        """Hold ``tp`` until ``until_ms``."""
+        self._until[tp] = until_ms
+
+    def expired(self, now_ms: int) -> list[object]:
+        """Remove and return the partitions whose time has come."""
+        done = [tp for tp, until in self._until.items() if until <= now_ms]
+        for tp in done:
+            del self._until[tp]
+        return done
+
+    def forget(self, partitions: object) -> None:
+        """Drop holds of revoked partitions (the new owner re-derives them)."""
+        for tp in list(partitions):  # type: ignore[call-overload]
+            self._until.pop(tp, None)
+
+    def until(self, tp: object) -> int | None:
+        """When ``tp`` is released, if held."""
+        return self._until.get(tp)
+
+    def held(self) -> set[object]:
+        """Partitions currently held."""
+        return set(self._until)
+
+    def next_wake_ms(self) -> int | None:
+        """The earliest moment a held partition becomes due."""
+        return min(self._until.values(), default=None)

@@ -1,0 +1,65 @@
+"""What a worker's attempt results count for in the metrics.
+
+The instruments live in :class:`flagsched.runtime.telemetry.metrics.Metrics`; which
+of them a result moves is decided here, from what :class:`Outcome` says each outcome
+means. Replayed results (``replay=True``: an attempt already recorded, its side
+effects sent again) only count in ``flagsched_records_total`` and
+``flagsched_replays_total``, so a rewound Kafka transaction never double-counts.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flagsched.consumer.outcome import AttemptResult, Outcome
+from flagsched.runtime.telemetry.metrics import Metrics
+from flagsched.schemas.headers import DeadLetterReason
+
+log = logging.getLogger(__name__)
+
+
+def prepare(metrics: Metrics) -> None:
+    """Pre-create the outcome-labelled series at zero, so ``increase()`` sees the first."""
+    for outcome in Outcome:
+        if outcome.has_lifecycle_event:
+            metrics.replays.labels(outcome.value)
+
+
+def observe(metrics: Metrics, result: AttemptResult, tier: str) -> None:
+    """Count one handled record (``tier``: the layout's label of its source topic).
+    Never raises into the worker."""
+    try:
+        _observe(metrics, result, tier)
+    except Exception:  # metrics must never break the worker
+        log.exception("could not record metrics for %s", result)
+
+
+def _observe(m: Metrics, result: AttemptResult, tier: str) -> None:
+    o = result.outcome
+    m.records.labels(o.value, tier).inc()
+    if result.replay:
+        m.replays.labels(o.value).inc()
+        return
+    if not o.is_attempt:
+        return
+    kind = "first" if result.attempt <= 1 else "retry"
+    m.attempts.labels(o.value, result.error_class or "none", tier, kind).inc()
+    if result.lateness_ms is not None:
+        late_s = max(0.0, result.lateness_ms / 1000)
+        if result.attempt <= 1:
+            m.first_lateness.observe(late_s)
+        else:
+            m.retry_lateness.labels(tier).observe(late_s)
+        if o is Outcome.APPLIED:
+            m.apply_lateness.observe(late_s)
+    if o is Outcome.APPLIED:
+        m.applied.inc()
+        m.attempts_per_applied.observe(result.attempt)
+    elif o is Outcome.RETRY:
+        m.retries.labels(result.error_class or "none").inc()
+    elif o in (Outcome.DEAD, Outcome.POISON):
+        m.dead_letters.labels((result.dlt_reason or DeadLetterReason.POISON).value).inc()
+    elif o is Outcome.SUPERSEDED:
+        m.superseded.inc()
+    elif o is Outcome.CANCELLED:
+        m.cancelled.inc()

@@ -1,0 +1,291 @@
+"""One record to one outcome: decode, judge its due time, attempt it in PostgreSQL.
+
+Holds no Kafka client: the worker owns consuming and committing; this owns the
+database connection and the mapping of failures to outcomes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from contextlib import AbstractContextManager, ExitStack
+from typing import Any
+
+from flagsched.consumer.apply import run_batch
+from flagsched.consumer.bookkeeping import AttemptContext
+from flagsched.consumer.classify import classify
+from flagsched.consumer.decode import Delivery, coordinates, decode_event, decode_headers
+from flagsched.consumer.holds import Timing, judge, rotation_tier
+from flagsched.consumer.outcome import AttemptResult, Outcome
+from flagsched.runtime.db.connect import DictConnection, connect
+from flagsched.runtime.errors import PoisonRecord
+from flagsched.runtime.settings import Settings
+from flagsched.runtime.telemetry.tracing import AttemptSpan, Tracing
+from flagsched.schemas.error_classes import ErrorClass
+from flagsched.schemas.headers import DeadLetterReason, RecordHeaders
+from flagsched.schemas.topics import TopicLayout
+
+log = logging.getLogger(__name__)
+
+Handled = tuple[Any, AttemptResult]  # (record, its outcome)
+#: How long a held partition of the smallest tier goes without being fetched again.
+SMALLEST_TIER_RECHECK_MS = 20
+Span = AttemptSpan | None
+
+
+class RecordProcessor:
+    """Turns consumed records into :class:`AttemptResult` values."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        layout: TopicLayout,
+        ctx: AttemptContext,
+        tracing: Tracing | None = None,
+    ) -> None:
+        self.settings = settings
+        self.layout = layout
+        self.ctx = ctx
+        self.tracing = tracing or Tracing()
+        self._conn: DictConnection | None = None
+
+    def judge(self, rec: Any) -> AttemptResult | Delivery:
+        """Decode and time one record: a final outcome, or a Delivery due for an attempt.
+
+        A record that must wait is not decoded beyond its headers: a held partition is
+        judged again and again until it wakes, and its payload is checked (a malformed
+        one dead-lettered as poison) when it is due, hops or is rotated.
+        """
+        try:
+            headers = decode_headers(rec)
+        except PoisonRecord as exc:
+            return _poison(rec, exc)
+        verdict = judge(self.layout, rec.topic, rec.timestamp, headers, now_ms())
+        if verdict.timing is Timing.HOLD:
+            return AttemptResult(
+                Outcome.HOLD, headers.attempt, hold_until_ms=verdict.until_ms, carried=headers
+            )
+        try:
+            event = decode_event(rec, max_bytes=self.settings.max_record_bytes)
+        except PoisonRecord as exc:
+            return _poison(rec, exc)
+        if verdict.timing is Timing.HOP:
+            assert verdict.hop_tier_s is not None
+            return AttemptResult(
+                Outcome.HOP,
+                headers.attempt,
+                event.schedule_id,
+                event.flag_key,
+                hop_topic=self.layout.tier_topic(verdict.hop_tier_s),
+                carried=headers,
+            )
+        return Delivery(event, headers, coordinates(rec))
+
+    def judge_partition(self, records: list[Any]) -> list[tuple[Any, AttemptResult | Delivery]]:
+        """Verdicts for one partition's records, in offset order, ending at a HOLD if any.
+
+        Due and priority topics: the list stops at the first HOLD. Tier topics: a record
+        with less than the smallest tier left waits for its due time, and a hop for
+        sub-tier time wakes at its due time, so a tier partition can hold a record that
+        wakes later than one behind it. There, every fetched record is judged: a held
+        record ahead of one that is ready is *rotated* (re-published to the tier that
+        fits its remaining time, see holds.rotation_tier) instead of blocking it, and
+        the partition is held at the first of the remaining records until the earliest
+        wake among them, not only the first one's. A partition of the smallest tier is
+        fetched again at least every SMALLEST_TIER_RECHECK_MS: a record appended to it
+        meanwhile may be due sooner than any record fetched so far.
+        """
+        judged: list[tuple[Any, AttemptResult | Delivery]] = []
+        for rec in records:
+            verdict = self.judge(rec)
+            judged.append((rec, verdict))
+            if _held(verdict) and rec.topic not in self.layout.tier_topics:
+                return judged
+        ready = [i for i, (_, v) in enumerate(judged) if not _held(v)]
+        last = ready[-1] if ready else -1
+        now = now_ms()
+        out = [(r, self._rotate(r, v, now) if _held(v) else v) for r, v in judged[: last + 1]]
+        rest = judged[last + 1 :]
+        if rest:
+            first_rec, first = rest[0]
+            assert isinstance(first, AttemptResult)
+            until = min(v.hold_until_ms or 0 for _, v in rest if isinstance(v, AttemptResult))
+            if self.layout.tier_topics.get(first_rec.topic) == min(self.layout.tiers_s):
+                # Records appended while the partition is paused are not seen until it
+                # is fetched again; in the smallest tier they may wake before `until`.
+                until = min(until, now + SMALLEST_TIER_RECHECK_MS)
+            out.append((first_rec, dataclasses.replace(first, hold_until_ms=until)))
+        return out
+
+    def _rotate(self, rec: Any, held: AttemptResult | Delivery, now: int) -> AttemptResult:
+        assert isinstance(held, AttemptResult)
+        assert held.carried is not None
+        try:
+            event = decode_event(rec, max_bytes=self.settings.max_record_bytes)
+        except PoisonRecord as exc:
+            return _poison(rec, exc)
+        tier = rotation_tier(self.layout, held.carried.due_ms, now)
+        return dataclasses.replace(
+            held,
+            outcome=Outcome.HOP,
+            schedule_id=event.schedule_id,
+            flag_key=event.flag_key,
+            hold_until_ms=None,
+            hop_topic=self.layout.tier_topic(tier),
+        )
+
+    def process_batch(self, batch: dict[Any, list[Any]]) -> list[tuple[Any, list[Handled]]]:
+        """Outcomes of a poll's records, per partition in offset order.
+
+        A partition's list ends at a HOLD (later records wait behind it; see
+        :meth:`judge_partition`). Every due record is attempted in one database
+        transaction (apply.run_batch).
+        """
+        # One span per judged record, open until the batch's outcomes are known.
+        with ExitStack() as spans:
+            judged: list[tuple[Any, list[tuple[Any, AttemptResult | Delivery, Span]]]] = []
+            due: list[Delivery] = []
+            for tp, records in batch.items():
+                items: list[tuple[Any, AttemptResult | Delivery, Span]] = []
+                for rec, verdict in self.judge_partition(records):
+                    if _held(verdict):
+                        # Not an attempt: no span (a held record is judged again on wake).
+                        items.append((rec, verdict, None))
+                        break
+                    span = spans.enter_context(self._span(rec, verdict))
+                    if isinstance(verdict, Delivery) and span.trace_id:
+                        verdict = dataclasses.replace(verdict, trace_id=span.trace_id)
+                    items.append((rec, verdict, span))
+                    if isinstance(verdict, Delivery):
+                        due.append(verdict)
+                judged.append((tp, items))
+            done = iter(self._attempt_all(due))
+            return [
+                (
+                    tp,
+                    [
+                        (rec, _traced(next(done) if isinstance(v, Delivery) else v, span))
+                        for rec, v, span in items
+                    ],
+                )
+                for tp, items in judged
+            ]
+
+    def _span(
+        self, rec: Any, verdict: AttemptResult | Delivery
+    ) -> AbstractContextManager[AttemptSpan]:
+        # The headers judge() decoded already (a hop carries them; poison has none).
+        headers = verdict.headers if isinstance(verdict, Delivery) else verdict.carried
+        priority = rec.topic == self.layout.priority
+        return self.tracing.process(
+            topic=rec.topic,
+            partition=rec.partition,
+            offset=rec.offset,
+            key=rec.key,
+            group=f"{self.settings.group_id}.priority" if priority else self.settings.group_id,
+            headers=headers,
+            schedule_id=None,  # known once judged: set by _traced
+            flag_key=None,
+            attempt=headers.attempt if headers else None,
+            tier=self.layout.tier_label(rec.topic),
+        )
+
+    def _attempt_all(self, due: list[Delivery]) -> list[AttemptResult]:
+        if not due:
+            return []
+        try:
+            return run_batch(self._db(), due, self.ctx)
+        except Exception as exc:
+            verdict = classify(exc)
+            # Infrastructure (or an error outside any savepoint): the whole batch rolled
+            # back, no attempt was recorded, so none is consumed; retried in place.
+            log.warning("batch of %d paused in place (%s): %s", len(due), verdict.error_class, exc)
+            self.drop_connection()
+            return [
+                AttemptResult(
+                    Outcome.PAUSE,
+                    d.headers.attempt,
+                    d.event.schedule_id,
+                    error_class=verdict.error_class.value,
+                )
+                for d in due
+            ]
+
+    def probe(self) -> bool:
+        """The breaker's half-open probe: can a fresh connection run a query?"""
+        # A fresh autocommit connection: the probe must not leave a transaction open
+        # on the connection the attempts use.
+        self.drop_connection()
+        try:
+            with connect(
+                self.settings.require_database_url(),
+                timeout_s=self.settings.connect_timeout_s,
+                autocommit=True,
+            ) as conn:
+                conn.execute("SELECT 1")
+        except Exception as exc:
+            log.warning("breaker probe failed: %s", exc)
+            return False
+        return True
+
+    def _db(self) -> DictConnection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            # autocommit: every unit of work is an explicit `conn.transaction()` block
+            self._conn = connect(
+                self.settings.require_database_url(),
+                timeout_s=self.settings.connect_timeout_s,
+                autocommit=True,
+            )
+        return self._conn
+
+    def drop_connection(self) -> None:
+        """Close the attempt connection (it is reopened on the next attempt)."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # a broken connection may fail to close; it is gone either way
+                log.debug("closing a broken connection failed", exc_info=True)
+            self._conn = None
+
+
+def _held(verdict: AttemptResult | Delivery) -> bool:
+    return isinstance(verdict, AttemptResult) and verdict.outcome is Outcome.HOLD
+
+
+def _poison(rec: Any, exc: PoisonRecord) -> AttemptResult:
+    attempt = 1
+    with contextlib.suppress(PoisonRecord):
+        attempt = RecordHeaders.decode(rec.headers).attempt
+    return AttemptResult(
+        Outcome.POISON,
+        attempt,
+        error_class=ErrorClass.POISON.value,
+        error_message=str(exc)[:1024],
+        dlt_reason=DeadLetterReason.POISON,
+    )
+
+
+def _traced(result: AttemptResult, span: Span) -> AttemptResult:
+    """Finish the attempt's span; every record sent because of it carries its traceparent."""
+    if span is None:
+        return result
+    span.annotate(result.schedule_id, result.flag_key, result.attempt)
+    span.finish(
+        result.outcome.value,
+        error_class=result.error_class,
+        error_message=result.error_message,
+        lateness_ms=result.lateness_ms,
+    )
+    if span.traceparent is None:
+        return result
+    carried = result.carried  # HOP forwards these headers: they name this attempt too
+    if carried is not None:
+        carried = carried.model_copy(update={"traceparent": span.traceparent})
+    return dataclasses.replace(result, traceparent=span.traceparent, carried=carried)
+
+
+def now_ms() -> int:
+    """Wall-clock epoch milliseconds (due times are absolute)."""
+    return int(time.time() * 1000)

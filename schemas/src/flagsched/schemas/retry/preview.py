@@ -1,0 +1,64 @@
+"""Dry-run preview of a schedule's remaining retries, computed exactly as the worker will."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from pydantic import AwareDatetime, BaseModel, field_validator
+
+from flagsched.schemas.retry.policy import RetryPolicy, is_exhausted, planned_delay_s
+from flagsched.schemas.retry.tiers import hop_path
+
+#: At most this many attempts are listed (``max_retries`` is otherwise unbounded here).
+MAX_PREVIEW_ATTEMPTS = 1000
+
+
+class PlannedAttempt(BaseModel, frozen=True):
+    """One upcoming attempt: its number, when it runs (UTC), the delay before it and the
+    delay tiers its record hops through."""
+
+    attempt: int
+    at: AwareDatetime
+    delay_s: float
+    tiers: list[float]
+
+    @field_validator("at")
+    @classmethod
+    def _in_utc(cls, v: datetime) -> datetime:
+        return v.astimezone(UTC)
+
+
+def preview(
+    policy: RetryPolicy,
+    schedule_id: int,
+    first_failure_at: datetime,
+    ladder: Sequence[float],
+    attempts_failed: int = 0,
+) -> list[PlannedAttempt]:
+    """Every remaining attempt up to exhaustion, assuming each one fails as soon as it runs.
+
+    ``attempts_failed`` attempts had failed before the failure at ``first_failure_at``,
+    which is therefore attempt ``attempts_failed + 1`` (the very first attempt by default).
+    After attempt ``k`` fails at ``t``, attempt ``k + 1`` is planned at
+    ``t + backoff_s(policy, k, seed_for(schedule_id, k + 1))`` via
+    :func:`~flagsched.schemas.retry.policy.planned_delay_s`, the same call the worker makes.
+
+    ``first_failure_at`` must be tz-aware.  The list is truncated to
+    :data:`MAX_PREVIEW_ATTEMPTS` entries.
+    """
+    if first_failure_at.tzinfo is None or first_failure_at.utcoffset() is None:
+        raise ValueError("first_failure_at must be timezone-aware")
+    if attempts_failed < 0:
+        raise ValueError(f"attempts_failed must be >= 0, got {attempts_failed}")
+    planned: list[PlannedAttempt] = []
+    at = first_failure_at.astimezone(UTC)
+    failed = attempts_failed + 1
+    while not is_exhausted(policy, failed) and len(planned) < MAX_PREVIEW_ATTEMPTS:
+        delay = planned_delay_s(policy, schedule_id, failed)
+        at += timedelta(seconds=delay)
+        failed += 1
+        planned.append(
+            PlannedAttempt(attempt=failed, at=at, delay_s=delay, tiers=hop_path(ladder, delay))
+        )
+    return planned
