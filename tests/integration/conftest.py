@@ -12,6 +12,7 @@ import pytest
 from flagsched.runtime.settings import Settings
 from tests.support.pipeline import (
     connect,
+    drop_template,
     fresh_database,
     make_template,
     setup_topics,
@@ -20,9 +21,10 @@ from tests.support.pipeline import (
 
 
 @pytest.fixture(scope="session")
-def template(services: Any) -> Any:
+def template(services: Any) -> Iterator[Any]:
     make_template(services.database_url)
-    return services
+    yield services
+    drop_template(services.database_url)
 
 
 @pytest.fixture

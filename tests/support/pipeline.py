@@ -25,7 +25,9 @@ from flagsched.runtime.settings import Settings
 from flagsched.schemas.topics import TopicLayout
 
 T = TypeVar("T")
-TEMPLATE_DB = "flagsched_test_template"
+#: One template per test process: several runs (with different migrations, say) can share
+#: one PostgreSQL server without dropping each other's template mid-copy.
+TEMPLATE_DB = f"flagsched_test_template_{os.getpid()}"
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -74,6 +76,14 @@ def make_template(dsn: str) -> None:
         )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE_DB)))
     migrate(with_db(dsn, TEMPLATE_DB))
+
+
+def drop_template(dsn: str) -> None:
+    """Remove this process's template database (at the end of a test session)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE_DB))
+        )
 
 
 def fresh_database(dsn: str) -> str:
