@@ -40,7 +40,11 @@ def one_schedule_retried_once(tracing: Tracing) -> tuple[str, list[str]]:
             attempt=attempt,
             tier="due" if topic == DUE else "5",
         ) as span:
-            span.finish(outcome, error_class="lock_timeout" if outcome == "retry" else None)
+            span.finish(
+                outcome,
+                failed=outcome == "retry",
+                error_class="lock_timeout" if outcome == "retry" else None,
+            )
         traceparents.append(span.traceparent)
     assert all(traceparents)
     return sent.trace_id, [tp for tp in traceparents if tp]

@@ -20,6 +20,7 @@ from opentelemetry.semconv.attributes import error_attributes
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from flagsched.consumer.outcome import Outcome
 from flagsched.runtime.errors import ConfigError
 from flagsched.runtime.telemetry.tracing import ERROR_TYPE, AttemptSpan, Tracing, setup_tracing
 from flagsched.schemas import __version__
@@ -67,7 +68,8 @@ def attempt_span(
         attempt=hdrs.attempt if hdrs else None,
         tier="due" if topic == DUE else "5",
     ) as span:
-        span.finish(outcome, lateness_ms=12.5, **kw)
+        # What an outcome means is the consumer's Outcome type's to say.
+        span.finish(outcome, failed=Outcome(outcome).is_failure, lateness_ms=12.5, **kw)
     return span
 
 
@@ -172,7 +174,7 @@ def test_a_batch_of_attempts_open_together_keep_their_own_parents(
             for offset, traceparent in enumerate([sends[0].traceparent, sends[1].traceparent, None])
         ]
         for handle in handles:
-            handle.finish("applied")
+            handle.finish("applied", failed=False)
     assert trace.get_current_span() is trace.INVALID_SPAN
     send_1, send_2, *attempts = exporter.get_finished_spans()
     by_offset = {s.attributes and s.attributes["messaging.kafka.offset"]: s for s in attempts}
@@ -321,7 +323,7 @@ def test_without_a_provider_everything_is_a_noop() -> None:
         attempt=None,
         tier=None,
     ) as span:
-        span.finish("retry", error_class="x", error_message="y", lateness_ms=1.0)
+        span.finish("retry", failed=True, error_class="x", error_message="y", lateness_ms=1.0)
         span.annotate(schedule_id=1, flag_key="k", attempt=1)
     assert span.trace_id == "" and span.traceparent is None
     with (
@@ -369,7 +371,7 @@ def send_and_process(provider: TracerProvider | None) -> None:
         attempt=1,
         tier="due",
     ) as span:
-        span.finish("applied")
+        span.finish("applied", failed=False)
     provider.shutdown()
 
 

@@ -59,6 +59,11 @@ class Outcome(StrEnum):
         return self in _LIFECYCLE_TYPE
 
     @property
+    def is_failure(self) -> bool:
+        """The attempt failed (its span's status is ERROR): retry, dead, poison, pause."""
+        return self in _FAILURES
+
+    @property
     def is_routine(self) -> bool:
         """Nothing an operator needs to read in the log (held, dropped, hopped, applied)."""
         return self in _ROUTINE
@@ -67,6 +72,7 @@ class Outcome(StrEnum):
 _NOT_ATTEMPTS = frozenset({Outcome.HOLD, Outcome.HOP, Outcome.DROP})
 _NO_DATABASE = frozenset({Outcome.HOLD, Outcome.HOP, Outcome.POISON, Outcome.PAUSE})
 _TERMINAL = frozenset({Outcome.APPLIED, Outcome.DEAD, Outcome.SUPERSEDED, Outcome.CANCELLED})
+_FAILURES = frozenset({Outcome.RETRY, Outcome.DEAD, Outcome.POISON, Outcome.PAUSE})
 _ROUTINE = frozenset({Outcome.HOLD, Outcome.DROP, Outcome.APPLIED, Outcome.HOP})
 
 

@@ -274,6 +274,7 @@ def _traced(result: AttemptResult, span: Span) -> AttemptResult:
     span.annotate(result.schedule_id, result.flag_key, result.attempt)
     span.finish(
         result.outcome.value,
+        failed=result.outcome.is_failure,
         error_class=result.error_class,
         error_message=result.error_message,
         lateness_ms=result.lateness_ms,

@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Outcomes whose span gets status ERROR and ``error.type``; any other gets OK.
-FAILURE_OUTCOMES = frozenset({"retry", "dead", "poison", "pause"})
 ERROR_TYPE = "error.type"
 ENDPOINT, TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 Attrs = dict[str, AttributeValue]
@@ -134,17 +133,19 @@ class AttemptSpan(SendSpan):
         self,
         outcome: str,
         *,
+        failed: bool,
         error_class: str | None = None,
         error_message: str | None = None,
         lateness_ms: float | None = None,
     ) -> None:
-        """Record the outcome; failures (:data:`FAILURE_OUTCOMES`) get status ERROR."""
+        """Record the outcome; a failed attempt (the caller knows what its outcomes mean)
+        gets status ERROR with the error as its description."""
         if (span := self._span) is None:
             return
         span.set_attribute("flagsched.outcome", outcome)
         if lateness_ms is not None:
             span.set_attribute("flagsched.lateness_ms", float(lateness_ms))
-        if outcome in FAILURE_OUTCOMES:
+        if failed:
             span.set_attribute(ERROR_TYPE, error_class or "_OTHER")
             span.set_status(Status(StatusCode.ERROR, error_message or error_class or outcome))
         else:
