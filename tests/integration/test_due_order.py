@@ -10,14 +10,22 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from kafka import KafkaProducer
 
+from flagsched.consumer.apply import run_batch
+from flagsched.consumer.bookkeeping import AttemptContext
+from flagsched.consumer.decode import Coordinates, Delivery
+from flagsched.consumer.outcome import Outcome
+from flagsched.runtime.db.connect import connect
 from flagsched.runtime.settings import Settings
 from flagsched.schemas.events import ScheduleDue, to_epoch_ms
 from flagsched.schemas.headers import RecordHeaders
 from flagsched.schemas.topics import TopicLayout
 from tests.support.pipeline import (
+    add_flag,
+    add_schedule,
     owns,
     read_topic,
     running_worker,
@@ -191,3 +199,91 @@ def test_pre_dispatched_bursts_apply_in_due_order_the_same_on_every_run(
     )
     assert len(applied) == n
     assert set(applied.values()) == {1}
+
+
+# --- the apply path on its own: real PostgreSQL, records as a worker decodes them -------
+
+
+def wake_up(db: Any, sid: int, offset: int) -> Delivery:
+    row = db.execute("SELECT * FROM flag_schedules WHERE id = %s", (sid,)).fetchone()
+    event = ScheduleDue(
+        schedule_id=sid,
+        flag_key=row["flag_key"],
+        scheduled_at=row["scheduled_at"],
+        dispatched_at=row["scheduled_at"],
+    )
+    headers = RecordHeaders(attempt=1, due_ms=to_epoch_ms(row["scheduled_at"]))
+    return Delivery(event, headers, Coordinates("t.retry.1s", 0, offset, 0))
+
+
+@pytest.fixture
+def three(settings: Settings, db: Any) -> list[int]:
+    """Three dispatched schedules of one flag, due a second ago at the same instant."""
+    add_flag(db, "promo")
+    at = seconds_from_now(-1)
+    ids = [add_schedule(db, "promo", {"rollout_percentage": 10 * k}, at=at) for k in (1, 2, 3)]
+    db.execute("UPDATE flag_schedules SET status = 'dispatched'")
+    return ids
+
+
+def context(settings: Settings) -> AttemptContext:
+    return AttemptContext(
+        policy=settings.default_retry_policy(),
+        worker_id="test",
+        lock_timeout_ms=0,
+        statement_timeout_ms=5000,
+    )
+
+
+def test_the_newest_wake_up_brings_the_older_ones_and_a_redelivery_resends_them(
+    settings: Settings, db: Any, dsn: str, three: list[int]
+) -> None:
+    first, second, third = three
+    ctx = context(settings)
+    with connect(dsn, autocommit=True) as conn:
+        [r] = run_batch(conn, [wake_up(db, third, 7)], ctx)
+        assert (r.outcome, r.replay) == (Outcome.APPLIED, False)
+        assert [(b.schedule_id, b.outcome, b.flag_version) for b in r.also_applied] == [
+            (first, Outcome.APPLIED, 2),
+            (second, Outcome.APPLIED, 3),
+        ]
+        assert r.flag_version == 4
+        # the same record again (its Kafka transaction did not commit): everything it
+        # did is sent again, as replays
+        [again] = run_batch(conn, [wake_up(db, third, 7)], ctx)
+        assert again.replay
+        assert [(b.schedule_id, b.replay) for b in again.also_applied] == [
+            (first, True),
+            (second, True),
+        ]
+        # the older ones' own wake-ups find them done
+        dropped = run_batch(conn, [wake_up(db, first, 1), wake_up(db, second, 2)], ctx)
+        assert [d.outcome for d in dropped] == [Outcome.DROP, Outcome.DROP]
+        assert all(not d.also_applied for d in dropped)
+    brought = db.execute(
+        "SELECT schedule_id, applied_with, kafka_offset FROM schedule_retry_attempts"
+        " ORDER BY schedule_id"
+    ).fetchall()
+    assert [(b["schedule_id"], b["applied_with"], b["kafka_offset"]) for b in brought] == [
+        (first, third, 7),
+        (second, third, 7),
+        (third, None, 7),
+    ]
+
+
+def test_an_older_schedule_held_elsewhere_makes_the_newer_one_wait_its_turn(
+    settings: Settings, db: Any, dsn: str, three: list[int]
+) -> None:
+    first, _, third = three
+    holder = psycopg.connect(dsn)  # a real row lock, as a dispatcher publishing it holds
+    holder.execute("SELECT 1 FROM flag_schedules WHERE id = %s FOR UPDATE", (first,))
+    try:
+        with connect(dsn, autocommit=True) as conn:
+            [r] = run_batch(conn, [wake_up(db, third, 7)], context(settings))
+    finally:
+        holder.rollback()
+        holder.close()
+    assert (r.outcome, r.error_class) == (Outcome.RETRY, "lock_contention")
+    statuses = db.execute("SELECT status FROM flag_schedules ORDER BY id").fetchall()
+    assert [s["status"] for s in statuses] == ["dispatched", "dispatched", "retrying"]
+    assert db.execute("SELECT count(*) AS n FROM flag_change_log").fetchone()["n"] == 0
