@@ -33,13 +33,13 @@ _WAITING = (
 # the candidates without a row. The lock re-checks _WAITING on the newest row version.
 _PULL = f"""
 WITH b AS (
-    SELECT * FROM unnest(%(key)s::text[], %(sat)s::timestamptz[], %(sid)s::bigint[])
+    SELECT * FROM unnest(%(key)b::text[], %(sat)b::timestamptz[], %(sid)b::bigint[])
         AS b(key, sat, sid)
 ), c AS (
     SELECT w.id, b.key FROM b CROSS JOIN LATERAL (
         SELECT s.id FROM flag_schedules s
          WHERE s.flag_key = b.key AND s.status IN ('pending', 'dispatched')
-           AND (s.scheduled_at, s.id) < (b.sat, b.sid) AND s.id <> ALL(%(batch)s::bigint[])
+           AND (s.scheduled_at, s.id) < (b.sat, b.sid) AND s.id <> ALL(%(batch)b::bigint[])
            AND {_WAITING}
          ORDER BY s.scheduled_at, s.id LIMIT %(limit)s + 1) w
 ), got AS (
@@ -91,13 +91,15 @@ def lock_waiting(
         "batch": list(batch),
         "limit": limit,
     }
-    query = _PULL.format(lock="" if wait else "SKIP LOCKED")
-    try:
-        with conn.transaction():
-            found = conn.execute(query, params).fetchall()
-    except (errors.LockNotAvailable, errors.DeadlockDetected) as exc:
-        log.info("waiting schedules of flags %s held elsewhere: %s", keys, exc)
-        return Waiting(busy=set(keys))
+    if not wait:  # skips what others hold: nothing to fail on, no savepoint needed
+        found = conn.execute(_PULL.format(lock="SKIP LOCKED"), params).fetchall()
+    else:
+        try:
+            with conn.transaction():
+                found = conn.execute(_PULL.format(lock=""), params).fetchall()
+        except (errors.LockNotAvailable, errors.DeadlockDetected) as exc:
+            log.info("waiting schedules of flags %s held elsewhere: %s", keys, exc)
+            return Waiting(busy=set(keys))
     out = Waiting()
     per_flag: dict[str, list[Row]] = {}
     missing: dict[int, str] = {}
@@ -123,7 +125,7 @@ def lock_waiting(
 _BROUGHT = """
 SELECT a.schedule_id, a.attempt, a.due_at, a.topic, a.kafka_partition, a.kafka_offset,
        s.flag_key, s.scheduled_at, s.first_failed_at, l.version
-  FROM unnest(%s::text[], %s::integer[], %s::bigint[]) AS w(topic, part, off)
+  FROM unnest(%b::text[], %b::integer[], %b::bigint[]) AS w(topic, part, off)
   JOIN schedule_retry_attempts a
     ON a.applied_with IS NOT NULL
    AND a.kafka_offset = w.off AND a.kafka_partition = w.part AND a.topic = w.topic
