@@ -99,7 +99,8 @@ def _attempt(
     bounds = dueorder.bounds(deliveries, flags.keys(), datetime.now(UTC))
     waiting = lock_waiting(conn, bounds, ids, limit=MAX_BROUGHT_PER_FLAG, wait=wait_for_waiting)
     for key in waiting.busy:
-        del flags[key]  # an older schedule is in flight elsewhere: as if the flag were
+        # An older schedule is in flight elsewhere: as if the flag were locked elsewhere.
+        del flags[key]
     carriers = [bounds[str(r["flag_key"])].carrier for r in waiting.rows]
     brought = [
         dueorder.brought(r, deliveries[c]) for r, c in zip(waiting.rows, carriers, strict=True)
@@ -116,11 +117,10 @@ def _attempt(
             d = everything[i]
             if wait_for_locked and d.event.flag_key not in flags:
                 continue
-            got = (
-                attempt_in_transaction(conn, d, ctx, flags)
-                if d.applied_with is None
-                else (_attempt_brought(conn, d, ctx, flags))
-            )
+            if d.applied_with is None:
+                got: AttemptResult | None = attempt_in_transaction(conn, d, ctx, flags)
+            else:
+                got = _attempt_brought(conn, d, ctx, flags)
             if got is not None:
                 results[i] = got
     out = dueorder.gather(results, len(deliveries), carriers)
