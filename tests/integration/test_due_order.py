@@ -287,3 +287,30 @@ def test_an_older_schedule_held_elsewhere_makes_the_newer_one_wait_its_turn(
     statuses = db.execute("SELECT status FROM flag_schedules ORDER BY id").fetchall()
     assert [s["status"] for s in statuses] == ["dispatched", "dispatched", "retrying"]
     assert db.execute("SELECT count(*) AS n FROM flag_change_log").fetchone()["n"] == 0
+
+
+def test_a_batch_redone_one_at_a_time_still_brings_the_older_ones_first(
+    settings: Settings, db: Any, dsn: str
+) -> None:
+    add_flag(db, "fold")
+    at = seconds_from_now(-1)
+    older, bad, newest = (
+        add_schedule(db, "fold", {"rollout_percentage": p}, at=at + timedelta(milliseconds=k))
+        for k, p in enumerate((30, 150, 70))
+    )
+    db.execute("UPDATE flag_schedules SET status = 'dispatched'")
+    # 150 breaks a CHECK constraint: the folded write is refused and the batch is redone
+    # one schedule at a time, the waiting one brought first
+    with connect(dsn, autocommit=True) as conn:
+        results = run_batch(conn, [wake_up(db, bad, 1), wake_up(db, newest, 2)], context(settings))
+    assert [(r.outcome, r.error_class) for r in results] == [
+        (Outcome.DEAD, "constraint_violation"),
+        (Outcome.APPLIED, None),
+    ]
+    assert [b.schedule_id for b in results[1].also_applied] == [older]
+    log = db.execute("SELECT schedule_id FROM flag_change_log ORDER BY version").fetchall()
+    assert [r["schedule_id"] for r in log] == [older, newest]
+    row = db.execute(
+        "SELECT applied_with FROM schedule_retry_attempts WHERE schedule_id = %s", (older,)
+    ).fetchone()
+    assert row["applied_with"] == newest
