@@ -59,6 +59,11 @@ def test_schema_has_the_tables_constraints_and_indexes(empty_db):
         assert "WHERE (status = 'pending'::text)" in indexes["flag_schedules_pending_due_idx"]
         assert "(schedule_id, attempt)" in indexes["schedule_retry_attempts_pkey"]
         assert "(schedule_id)" in indexes["flag_change_log_schedule_once"]
+        # due order (0006): a flag's waiting schedules in order, and what a wake-up brought
+        waiting = indexes["flag_schedules_waiting_idx"]
+        assert "(flag_key, scheduled_at, id)" in waiting
+        assert "'pending'" in waiting and "'dispatched'" in waiting
+        assert "applied_with IS NOT NULL" in indexes["schedule_retry_attempts_applied_with_idx"]
         checks = {
             r["conname"]: r["def"]
             for r in conn.execute(

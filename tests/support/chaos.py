@@ -1068,8 +1068,9 @@ def check_ledger(settings: Settings, workload: Workload, stats: RunStats | None 
         for name, add in ((status, 1), ("attempts", len(attempts)), ("retried", len(attempts) > 1)):
             per[name] = per.get(name, 0) + int(add)
         v += _check_final(sid, row, applied, ev)
+        v += _check_due_order(sid, row, attempts)
         v += _check_attempts(sid, row, attempts, ev.changes.get(sid, []))
-        v += _check_expected(sid, row, attempts, workload, ev.rows)
+        v += _check_expected(sid, row, attempts, workload)
     for sid in sorted(set(ev.dead_letters) - set(workload.ids)):
         v.append(f"dead-letter record for schedule {sid}, which is not in the workload")
     extra, flag_violations = _check_flags(workload, ev)
@@ -1115,6 +1116,14 @@ def _check_final(sid: int, row: dict[str, Any], applied: int, ev: _Evidence) -> 
     elif dlts:
         out.append(f"schedule {sid}: {len(dlts)} dead-letter records but status {status}")
     return out
+
+
+def _check_due_order(sid: int, row: dict[str, Any], attempts: list[dict[str, Any]]) -> list[str]:
+    """Superseding is for stale retries (issue 18): a schedule that never failed takes
+    effect in due order, whatever order its flag's wake-ups arrived in."""
+    if row["status"] == "superseded" and not any(a["outcome"] == "retry" for a in attempts):
+        return [f"schedule {sid}: superseded, but no attempt of it ever failed"]
+    return []
 
 
 _OUTCOME = {
@@ -1174,14 +1183,8 @@ def _check_expected(
     row: dict[str, Any],
     attempts: list[dict[str, Any]],
     w: Workload,
-    rows: dict[int, dict[str, Any]],
 ) -> list[str]:
     category, status, n = w.category[sid], str(row["status"]), len(attempts)
-    if category == HEALTHY and (status, n) == ("superseded", 1) and _newer_applied(row, rows):
-        # Per-flag ordering, as specified: a newer change of the same flag was applied
-        # first (pre-dispatched through a tier while this one waited in a backlog), so
-        # this older one is superseded, never applied over it (docs/reliability.md, 5).
-        return []
     if category in (HEALTHY, CANARY) and (status, n) != ("applied", 1):
         return [f"schedule {sid} ({category}): {status} after {n} attempts, expected applied on 1"]
     if category == PERMANENT:
@@ -1197,17 +1200,6 @@ def _check_expected(
         if reason != "exhausted":
             return [f"schedule {sid} ({category}): dead with reason {reason}, expected exhausted"]
     return []
-
-
-def _newer_applied(row: dict[str, Any], rows: dict[int, dict[str, Any]]) -> bool:
-    """Whether the schedule that superseded ``row`` is a newer, applied one of its flag."""
-    by = rows.get(int(row["superseded_by"] or 0))
-    return (
-        by is not None
-        and by["flag_key"] == row["flag_key"]
-        and by["status"] == "applied"
-        and (by["scheduled_at"], by["id"]) > (row["scheduled_at"], row["id"])
-    )
 
 
 def _check_flags(w: Workload, ev: _Evidence) -> tuple[int, list[str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 
@@ -115,3 +116,26 @@ def test_applied_superseded_cancelled_tell_subscribers():
     ]:
         [life] = decide(result(outcome), SRC, LAYOUT, infra_pause_s=1).publish
         assert json.loads(life.value or b"")["type"] == kind and life.key == b"promo"
+
+
+def test_schedules_an_attempt_brought_are_announced_first_in_due_order():
+    brought = tuple(
+        AttemptResult(Outcome.APPLIED, 1, sid, "promo", datetime.fromtimestamp(NOW, UTC))
+        for sid in (3, 5)
+    )
+    for carrier in (result(Outcome.APPLIED, flag_version=9), result(Outcome.DROP)):
+        action = decide(
+            dataclasses.replace(carrier, also_applied=brought),
+            SRC,
+            LAYOUT,
+            infra_pause_s=1,
+        )
+        events = [json.loads(r.value or b"") for r in action.publish]
+        own = [(7, "applied")] if carrier.outcome is Outcome.APPLIED else []
+        assert [(e["schedule_id"], e["type"]) for e in events] == [
+            (3, "applied"),
+            (5, "applied"),
+            *own,
+        ]
+        assert all(r.topic == LAYOUT.lifecycle for r in action.publish)
+        assert action.commit

@@ -21,14 +21,22 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import psycopg
+from psycopg import errors
 
+from flagsched.consumer import dueorder
 from flagsched.consumer.attempt import attempt_in_transaction, set_local
 from flagsched.consumer.bookkeeping import AttemptContext, Row
-from flagsched.consumer.coalesce import apply_set
+from flagsched.consumer.coalesce import apply_set, lock_rows
 from flagsched.consumer.decode import Delivery
-from flagsched.consumer.outcome import AttemptResult
+from flagsched.consumer.outcome import AttemptResult, Outcome
+from flagsched.consumer.waiting import brought_before, lock_waiting
+
+#: At most this many waiting schedules of one flag are brought by one attempt; a flag
+#: with more is busy (its schedules retry while the older ones' own wake-ups arrive).
+MAX_BROUGHT_PER_FLAG = 500
 
 
 def run_batch(
@@ -41,14 +49,7 @@ def run_batch(
     deadlock. An infrastructure error fails the whole call (nothing of the open
     transaction commits) and the caller pauses in place.
     """
-    order = sorted(
-        range(len(deliveries)),
-        key=lambda i: (
-            deliveries[i].event.flag_key,
-            deliveries[i].event.scheduled_at,
-            deliveries[i].event.schedule_id,
-        ),
-    )
+    order = dueorder.order(deliveries)
     wait = ctx.lock_timeout_ms > 0
     with conn.transaction():
         set_local(conn, "statement_timeout", ctx.statement_timeout_ms)
@@ -61,13 +62,7 @@ def run_batch(
                 (sorted({d.event.flag_key for d in deliveries}),),
             )
         }
-        results = apply_set(conn, deliveries, order, flags, ctx, wait_for_locked=wait)
-        if results is None:
-            results = {
-                i: attempt_in_transaction(conn, deliveries[i], ctx, flags)
-                for i in order
-                if not wait or deliveries[i].event.flag_key in flags
-            }
+        results = _attempt(conn, deliveries, flags, ctx, wait_for_locked=wait)
     # The lock waits of one call share one lock timeout: a few flags held elsewhere
     # delay the worker by at most that much, not by the timeout once per schedule.
     budget_ms = float(ctx.lock_timeout_ms)
@@ -77,8 +72,113 @@ def run_batch(
             began = time.monotonic()
             with conn.transaction():
                 set_local(conn, "statement_timeout", ctx.statement_timeout_ms)
-                results[i] = attempt_in_transaction(
-                    conn, deliveries[i], dataclasses.replace(ctx, lock_timeout_ms=wait_ms)
-                )
+                results[i] = _attempt_waiting(conn, deliveries[i], ctx, wait_ms)
             budget_ms -= (time.monotonic() - began) * 1000
     return [results[i] for i in range(len(deliveries))]
+
+
+def _attempt(
+    conn: psycopg.Connection[Row],
+    deliveries: Sequence[Delivery],
+    flags: dict[str, Row],
+    ctx: AttemptContext,
+    *,
+    wait_for_locked: bool,
+    wait_for_waiting: bool = False,
+    found: dict[int, Row] | None = None,
+) -> dict[int, AttemptResult]:
+    """Attempt ``deliveries`` with the flags this transaction holds, each flag's waiting
+    schedules first (see consumer/dueorder.py). Results by index into ``deliveries``;
+    with ``wait_for_locked``, those of flags held elsewhere are left out. ``found``:
+    the deliveries' schedule rows, if locked already."""
+    # The batch's own rows first: a transaction that waits for a row holds no waiting
+    # schedule of anyone's yet, so two batches cannot wait for each other.
+    if found is None:
+        found = lock_rows(conn, deliveries)
+    ids = [d.event.schedule_id for d in deliveries]
+    bounds = dueorder.bounds(deliveries, flags.keys(), datetime.now(UTC))
+    waiting = lock_waiting(conn, bounds, ids, limit=MAX_BROUGHT_PER_FLAG, wait=wait_for_waiting)
+    for key in waiting.busy:
+        # An older schedule is in flight elsewhere: as if the flag were locked elsewhere.
+        del flags[key]
+    carriers = [bounds[str(r["flag_key"])].carrier for r in waiting.rows]
+    brought = [
+        dueorder.brought(r, deliveries[c]) for r, c in zip(waiting.rows, carriers, strict=True)
+    ]
+    everything = [*deliveries, *brought]
+    order = dueorder.order(everything)
+    found |= {int(r["id"]): r for r in waiting.rows}
+    results = apply_set(
+        conn, everything, order, flags, ctx, wait_for_locked=wait_for_locked, found=found
+    )
+    if results is None:
+        results = {}
+        for i in order:
+            d = everything[i]
+            if wait_for_locked and d.event.flag_key not in flags:
+                continue
+            if d.applied_with is None:
+                got: AttemptResult | None = attempt_in_transaction(conn, d, ctx, flags)
+            else:
+                got = _attempt_brought(conn, d, ctx, flags)
+            if got is not None:
+                results[i] = got
+    out = dueorder.gather(results, len(deliveries), carriers)
+    return _with_brought_before(conn, deliveries, out)
+
+
+def _attempt_brought(
+    conn: psycopg.Connection[Row], d: Delivery, ctx: AttemptContext, flags: dict[str, Row]
+) -> AttemptResult | None:
+    """A brought schedule, one at a time: recorded only if it applies."""
+    with conn.transaction() as savepoint:
+        got = attempt_in_transaction(conn, d, ctx, flags)
+        if got.outcome is not Outcome.APPLIED:
+            raise psycopg.Rollback(savepoint)  # its own wake-up attempts it
+    return got if got.outcome is Outcome.APPLIED else None
+
+
+def _attempt_waiting(
+    conn: psycopg.Connection[Row], d: Delivery, ctx: AttemptContext, wait_ms: int
+) -> AttemptResult:
+    """One delivery whose flag was held elsewhere: its schedule row first (a dispatcher
+    may hold it briefly: waited for up to the statement timeout), then its flag row and
+    the flag's waiting schedules, each waited for up to ``wait_ms``."""
+    found = lock_rows(conn, [d])
+    set_local(conn, "lock_timeout", wait_ms)
+    flags: dict[str, Row] = {}
+    try:
+        with conn.transaction():
+            got = conn.execute(
+                "SELECT * FROM feature_flags WHERE key = %s FOR UPDATE", (d.event.flag_key,)
+            ).fetchone()
+        if got is not None:
+            flags[d.event.flag_key] = got
+    except (errors.LockNotAvailable, errors.DeadlockDetected):
+        pass  # still held: lock_contention, through the tiers
+    return _attempt(
+        conn, [d], flags, ctx, wait_for_locked=False, wait_for_waiting=True, found=found
+    )[0]
+
+
+def _with_brought_before(
+    conn: psycopg.Connection[Row],
+    deliveries: Sequence[Delivery],
+    results: dict[int, AttemptResult],
+) -> dict[int, AttemptResult]:
+    """A record processed before whose Kafka transaction did not commit is here again:
+    its result is a replay or a drop, and what it brought the first time is sent again."""
+    again = [
+        i
+        for i, r in results.items()
+        if (r.replay or r.outcome is Outcome.DROP) and not r.also_applied
+    ]
+    if not again:
+        return results
+    found = brought_before(conn, [deliveries[i].coords for i in again])
+    for i in again:
+        c = deliveries[i].coords
+        more = found.get((c.topic, c.partition, c.offset))
+        if more:
+            results[i] = dataclasses.replace(results[i], also_applied=more)
+    return results

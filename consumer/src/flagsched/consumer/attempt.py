@@ -55,7 +55,7 @@ class Superseded(Exception):
 SCHEDULE_WITH_ATTEMPT = """s.*, a.attempt AS rec_attempt, a.due_at AS rec_due_at,
        a.outcome AS rec_outcome, a.error_class AS rec_error_class,
        a.error_message AS rec_error_message, a.dlt_reason AS rec_dlt_reason,
-       a.next_attempt_at AS rec_next_attempt_at"""
+       a.next_attempt_at AS rec_next_attempt_at, a.applied_with AS rec_applied_with"""
 
 # The schedule row (locked) with the attempt row this record asks for, if recorded.
 SCHEDULE_AND_ATTEMPT = f"""
@@ -91,7 +91,9 @@ def triage(
     row = dict(row)
     recorded = {k[4:]: row.pop(k) for k in list(row) if k.startswith("rec_")}
     if recorded["attempt"] is not None:
-        if _ms(recorded["due_at"]) != delivery.headers.due_ms:
+        # Applied by another wake-up, ahead of it (due order): that wake-up's record sends
+        # its events, and sends them again if redelivered (consumer/dueorder.py).
+        if _ms(recorded["due_at"]) != delivery.headers.due_ms or recorded["applied_with"]:
             return AttemptResult(Outcome.DROP, n, ev.schedule_id, ev.flag_key)
         return replay(conn, row, recorded)
     if row["status"] in ("applied", "dead", "superseded") or n != row["retry_count"] + 1:

@@ -146,6 +146,7 @@ def plan_outcome(
         "off": coords.offset,
         "worker": ctx.worker_id,
         "trace": delivery.trace_id or ctx.trace_id,
+        "with": delivery.applied_with,
     }
     result = AttemptResult(
         outcome,
@@ -188,6 +189,7 @@ _COLUMNS = (
     ("off", "bigint"),
     ("worker", "text"),
     ("trace", "text"),
+    ("with", "bigint"),
 )
 
 # One round trip for any number of attempts (schedule ids must be distinct): each
@@ -210,10 +212,10 @@ _WRITE = (
     " superseded_by = v.c_by, updated_at = now() FROM v WHERE f.id = v.c_id RETURNING f.id)"
     " INSERT INTO schedule_retry_attempts (schedule_id, attempt, started_at, finished_at,"
     " due_at, lateness_ms, outcome, error_class, error_message, dlt_reason, next_attempt_at,"
-    " topic, kafka_partition, kafka_offset, worker, trace_id)"
+    " topic, kafka_partition, kafka_offset, worker, trace_id, applied_with)"
     " SELECT v.c_id, v.c_n, v.c_started, now(), v.c_due_at, v.c_lateness, v.c_outcome,"
     " v.c_cls, v.c_msg, v.c_reason, v.c_next_at, v.c_topic, v.c_part, v.c_off, v.c_worker,"
-    " v.c_trace FROM v JOIN s ON s.id = v.c_id"
+    " v.c_trace, v.c_with FROM v JOIN s ON s.id = v.c_id"
 )
 
 

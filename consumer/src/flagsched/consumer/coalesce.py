@@ -114,6 +114,15 @@ class _Fold:
     log: list[tuple[int, int, int, str, str]] = field(default_factory=list)
 
 
+def lock_rows(conn: psycopg.Connection[Row], deliveries: Sequence[Delivery]) -> dict[int, Row]:
+    """Lock the schedule rows of ``deliveries`` (in id order), each with the attempt row
+    its record asks for; by schedule id (of a schedule twice in the batch, one of them)."""
+    ids = [d.event.schedule_id for d in deliveries]
+    return {
+        int(r["id"]): r for r in conn.execute(_ROWS, (ids, [d.headers.attempt for d in deliveries]))
+    }
+
+
 def apply_set(
     conn: psycopg.Connection[Row],
     deliveries: Sequence[Delivery],
@@ -122,22 +131,25 @@ def apply_set(
     ctx: AttemptContext,
     *,
     wait_for_locked: bool,
+    found: dict[int, Row] | None = None,
 ) -> dict[int, AttemptResult] | None:
     """Attempt ``deliveries`` (in ``order``) inside the open transaction.
 
     ``flags`` are the flag rows this transaction holds locked. A flag locked by
     another transaction fails its schedules at once with lock_contention, unless
     ``wait_for_locked``: then they are left out of the result for the caller to
-    wait for. Returns results by index into ``deliveries``, or ``None`` when the
-    batch must be redone one schedule at a time (nothing of it was written): a
-    schedule that appears twice, or a folded write that failed.
+    wait for. ``found``: the schedule rows, locked already (:func:`lock_rows`).
+    A schedule brought by another wake-up (``Delivery.applied_with``,
+    consumer/dueorder.py) is recorded only if it applies. Returns results by index
+    into ``deliveries``, or ``None`` when the batch must be redone one schedule at a
+    time (nothing of it was written): a schedule that appears twice, or a folded
+    write that failed.
     """
     ids = [d.event.schedule_id for d in deliveries]
     if len(set(ids)) != len(ids):
         return None
-    found = {
-        int(r["id"]): r for r in conn.execute(_ROWS, (ids, [d.headers.attempt for d in deliveries]))
-    }
+    if found is None:
+        found = lock_rows(conn, deliveries)
     missing = unavailable(conn, {d.event.flag_key for d in deliveries} - flags.keys())
     folds: dict[str, _Fold] = {}
     planned: list[Planned] = []
@@ -160,6 +172,8 @@ def apply_set(
         else:
             fold = folds.setdefault(key, _Fold(dict(flags[key])))
             step = _fold(fold, row, d, ctx, started)
+        if d.applied_with is not None and step.result.outcome is not Outcome.APPLIED:
+            continue  # left to its own wake-up (it changed nothing in the fold)
         planned.append(step)
         results[i] = step.result
     try:

@@ -30,6 +30,9 @@ class Delivery:
     headers: RecordHeaders
     coords: Coordinates
     trace_id: str | None = None  # of the attempt's span, stored on the attempt row
+    #: Set on a waiting schedule brought by another wake-up (consumer/dueorder.py): the
+    #: schedule id of that wake-up, whose coordinates ``coords`` are.
+    applied_with: int | None = None
 
 
 def coordinates(record: Any) -> Coordinates:

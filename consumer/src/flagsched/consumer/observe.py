@@ -35,8 +35,15 @@ def observe(metrics: Metrics, result: AttemptResult, tier: str) -> None:
 
 
 def _observe(m: Metrics, result: AttemptResult, tier: str) -> None:
+    m.records.labels(result.outcome.value, tier).inc()
+    _count(m, result, tier)
+    # Schedules the record's attempt applied first (due order): attempts without a record.
+    for brought in result.also_applied:
+        _count(m, brought, tier)
+
+
+def _count(m: Metrics, result: AttemptResult, tier: str) -> None:
     o = result.outcome
-    m.records.labels(o.value, tier).inc()
     if result.replay:
         m.replays.labels(o.value).inc()
         return

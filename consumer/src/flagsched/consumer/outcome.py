@@ -99,6 +99,9 @@ class AttemptResult:
     carried: RecordHeaders | None = None
     replay: bool = False  # side effects of an attempt already recorded, sent again
     lateness_ms: float | None = None  # start of the attempt minus its due time
+    #: Older schedules of the flag this record's attempt applied first, in due order
+    #: (consumer/dueorder.py); their lifecycle events go out with this record's.
+    also_applied: tuple[AttemptResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,27 @@ def decide(
     clock: Clock = time.time,
 ) -> Action:
     """The single mapping from an outcome to the worker's action."""
+    action = _action(result, source, layout, infra_pause_s=infra_pause_s, clock=clock)
+    if not result.also_applied:
+        return action
+    # The schedules this record brought take effect before it: their events come first.
+    brought = tuple(_lifecycle(r, layout) for r in result.also_applied)
+    return Action(
+        publish=(*brought, *action.publish),
+        commit=action.commit,
+        hold_until_ms=action.hold_until_ms,
+        pause_partitions_s=action.pause_partitions_s,
+    )
+
+
+def _action(
+    result: AttemptResult,
+    source: Source,
+    layout: TopicLayout,
+    *,
+    infra_pause_s: float,
+    clock: Clock,
+) -> Action:
     o = result.outcome
     if o is Outcome.HOLD:
         return Action(commit=False, hold_until_ms=result.hold_until_ms)
