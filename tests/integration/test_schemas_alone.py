@@ -56,6 +56,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.timeout(600)  # a fresh virtualenv and pip installs: slow on a loaded machine
 def test_the_contract_installs_alone_and_decodes_real_records(tmp_path: Path) -> None:
     env_dir = tmp_path / "subscriber"
     venv.create(env_dir, with_pip=True)
@@ -101,6 +102,7 @@ def test_the_contract_installs_alone_and_decodes_real_records(tmp_path: Path) ->
     assert sys.version_info >= (3, 11)
 
 
+@pytest.mark.timeout(900)
 def test_the_product_installs_without_the_developer_tooling(tmp_path: Path) -> None:
     """What the container image installs (the Dockerfile's parts): the CLI works, the
     dev stack and the demo are not there, and it asks for the user's own services."""
