@@ -1,5 +1,6 @@
 """kafka-python 3.0 internals in one place: resuming a paused partition (working around a
-stall) and whether a consumer is a settled group member.
+stall), whether a consumer is a settled group member, and leaving a group as a static
+member.
 
 kafka-python parks data it fetched for a partition that was paused meanwhile
 (KAFKA-7548) and restores it when the partition is resumed — but only while its
@@ -99,3 +100,33 @@ def group_settled(consumer: Any) -> bool:
         )
     except AttributeError:
         return False
+
+
+def leave_and_close(consumer: Any, reason: str, timeout_ms: int) -> None:
+    """Close ``consumer``, leaving its group explicitly even as a static member.
+
+    kafka-python sends LeaveGroup only for dynamic members (as the Java client did before
+    KIP-1092): a static member that stops for good would hold its partitions until its
+    session expires. LeaveGroup v3+ (Kafka 2.4+) names the member by its group instance
+    id too, and the broker then removes the static member and rebalances at once. The
+    client's own leave path builds exactly that request; here it is told the member is
+    dynamic for this one call (an instance attribute shadowing
+    ``BaseCoordinator.is_dynamic_member``). Without the attribute (another client
+    version) this is a plain close, and the session timeout hands the partitions over.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    instance = getattr(coordinator, "group_instance_id", None)
+    if instance and hasattr(coordinator, "is_dynamic_member"):
+        # close() stops the heartbeat first, then takes the leave path.
+        coordinator.is_dynamic_member = lambda: True
+        log.info("leaving group %s as static member %s: %s", coordinator.group_id, instance, reason)
+    consumer.close(autocommit=False, timeout_ms=timeout_ms)
+
+
+def generation(consumer: Any) -> int | None:
+    """The group generation ``consumer`` last joined (None before the first join or for an
+    unknown client version). Every rebalance of the group increments it; a static member
+    that rejoins with its instance id does not."""
+    gen = getattr(getattr(consumer, "_coordinator", None), "_generation", None)
+    value = getattr(gen, "generation_id", None)
+    return value if isinstance(value, int) and value >= 0 else None

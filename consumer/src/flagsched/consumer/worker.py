@@ -32,7 +32,7 @@ from flagsched.consumer.coordination import BreakerCoordinator, BreakerHook
 from flagsched.consumer.decode import Coordinates, coordinates
 from flagsched.consumer.holds import Holds
 from flagsched.consumer.kafka_clients import KafkaClients
-from flagsched.consumer.kafka_compat import group_settled, resume
+from flagsched.consumer.kafka_compat import generation, group_settled, resume
 from flagsched.consumer.lanes import PriorityLane
 from flagsched.consumer.observe import observe, prepare
 from flagsched.consumer.outcome import AttemptResult, OutRecord, Source, decide
@@ -80,7 +80,12 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.layout = layout
-        self.worker_id = worker_id or settings.worker_id or default_worker_id()
+        configured = worker_id or settings.worker_id
+        self.worker_id = configured or default_worker_id()
+        #: A configured id is a stable identity: join as a static member with it. A
+        #: generated one is new on every start, so static membership would only leave a
+        #: ghost member behind for a session timeout after each crash.
+        self.static = bool(configured) and settings.static_membership
         self._on_result = on_result
         self._metrics = metrics
         if metrics is not None:
@@ -111,7 +116,7 @@ class Worker:
             ),
             tracing,
         )
-        self._clients = KafkaClients(settings, layout, self.worker_id)
+        self._clients = KafkaClients(settings, layout, self.worker_id, static=self.static)
         self._coordinator = BreakerCoordinator(
             settings,
             self.breaker,
@@ -130,7 +135,12 @@ class Worker:
     def run(self, stop: threading.Event) -> None:
         """Poll until ``stop`` is set; then finish the batch in hand and leave the group."""
         self._clients.start(stop, lambda consumer: RebalanceListener(self, consumer))
-        log.info("worker %s consuming %s", self.worker_id, self.layout.consumed)
+        log.info(
+            "worker %s consuming %s as a %s member",
+            self.worker_id,
+            self.layout.consumed,
+            "static" if self.static else "dynamic",
+        )
         try:
             while not stop.is_set():
                 self._turn(stop)
@@ -169,6 +179,12 @@ class Worker:
         if batch:
             self._drain.spend(sum(len(r) for r in batch.values()))
             self._handle(batch, normal)
+
+    def generations(self) -> dict[str, int | None]:
+        """Per group this worker is a member of: the generation it last joined."""
+        return {
+            c.config["group_id"]: generation(c) for c in self._clients.consumers()
+        }
 
     def _close(self) -> None:
         log.info("worker %s leaving the group", self.worker_id)
