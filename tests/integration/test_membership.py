@@ -132,8 +132,10 @@ def test_a_worker_restarted_with_its_id_takes_its_partitions_back_without_a_reba
         )
         with worker_process(settings, "phoenix") as first:
             wait_until(
-                lambda: both_own(settings, group, "steady", "phoenix")
-                and both_own(settings, f"{group}.priority", "steady", "phoenix"),
+                lambda: (
+                    both_own(settings, group, "steady", "phoenix")
+                    and both_own(settings, f"{group}.priority", "steady", "phoenix")
+                ),
                 what="both members own partitions in both groups",
                 timeout_s=60,
             )
@@ -201,11 +203,13 @@ def test_the_priority_group_settles_while_the_normal_consumer_is_busy(
     try:
         with running_worker(settings, worker_id="busy"), running_dispatcher(settings):
             wait_until(
-                lambda: db.execute(
-                    "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND datname = current_database()"
-                ).fetchone()["n"]
-                > 0,
+                lambda: (
+                    db.execute(
+                        "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database()"
+                    ).fetchone()["n"]
+                    > 0
+                ),
                 what="the normal loop waits on the lock",
                 timeout_s=30,
             )
@@ -220,7 +224,6 @@ def test_the_priority_group_settles_while_the_normal_consumer_is_busy(
                 settled_s = time.monotonic() - busy_since
                 assert any(tp.topic == settings.topic_layout().priority for tp in joiner.assigned)
                 still_waiting = not status_is(db, sid, "applied")
-            release()
     finally:
         release()
     assert still_waiting, "the normal loop was not busy the whole time"

@@ -114,7 +114,7 @@ def leave_and_close(consumer: Any, reason: str, timeout_ms: int) -> None:
     ``BaseCoordinator.is_dynamic_member``). Without the attribute (another client
     version) this is a plain close, and the session timeout hands the partitions over.
     """
-    coordinator = getattr(consumer, "_coordinator", None)
+    coordinator: Any = getattr(consumer, "_coordinator", None)
     instance = getattr(coordinator, "group_instance_id", None)
     if instance and hasattr(coordinator, "is_dynamic_member"):
         # close() stops the heartbeat first, then takes the leave path.
