@@ -21,8 +21,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
 
+from flagsched.consumer.assignor import BalancedCooperativeAssignor
 from flagsched.consumer.control import ControlChannel
 from flagsched.consumer.kafka_compat import leave_and_close
 from flagsched.consumer.txn import TransactionalForwarder
@@ -32,6 +34,12 @@ from flagsched.runtime.settings import Settings
 from flagsched.runtime.waiting import wait_for
 from flagsched.schemas.topics import TopicLayout
 
+#: ``cooperative-sticky`` moves only the partitions that change owner, balanced per topic;
+#: ``range`` is eager (every member pauses on each rebalance).
+_ASSIGNORS: dict[str, Any] = {
+    "cooperative-sticky": BalancedCooperativeAssignor,
+    "range": RangePartitionAssignor,
+}
 #: How long a closing consumer waits for the broker to confirm it left the group; past
 #: it, the session timeout removes the member.
 _LEAVE_TIMEOUT_MS = 2000
@@ -83,7 +91,10 @@ class KafkaClients:
         kafka = "Kafka (FLAGSCHED_KAFKA_BOOTSTRAP_SERVERS)"
         self.consumer = wait_for(
             lambda: make_consumer(
-                self.settings, group_id=self.group, group_instance_id=self.instance_id
+                self.settings,
+                group_id=self.group,
+                group_instance_id=self.instance_id,
+                partition_assignment_strategy=(_ASSIGNORS[self.settings.partition_assignment],),
             ),
             what=kafka,
             deadline_s=deadline,

@@ -124,6 +124,7 @@ class LaneWorker:
             on_breaker=on_breaker,
         )
         self.ready = threading.Event()
+        self._generation: int | None = None
         #: When consumer lag was last sampled (time.monotonic()).
         self.lag_sampled = float("-inf")
 
@@ -173,6 +174,7 @@ class LaneWorker:
         wait_ms = _GATED_POLL_MS if gated else self._poll_wait_ms()
         batch = consumer.poll(timeout_ms=wait_ms, max_records=budget)
         self.ready.set()
+        self._note_generation(consumer)
         self._sample(batch)
         self._release_holds()
         if self.lane is Lane.PRIORITY and batch:
@@ -182,6 +184,22 @@ class LaneWorker:
             self._handle(batch, consumer)
         if self.lane is Lane.PRIORITY:
             self._signal.set_busy(not self.breaker.is_open and backlog(consumer) > 0)
+
+    def _note_generation(self, consumer: Any) -> None:
+        # Every rebalance is logged, also one that moved none of this lane's partitions
+        # (cooperative): the membership benchmark counts them from these lines.
+        gen = generation(consumer)
+        if gen is not None and gen != self._generation:
+            log.info(
+                "worker %s %s lane: group %s generation %s (was %s), %d partitions",
+                self.worker_id,
+                self.lane.value,
+                self._clients.group,
+                gen,
+                self._generation,
+                len(self.assigned),
+            )
+            self._generation = gen
 
     def _close(self) -> None:
         log.info("worker %s %s lane leaving the group", self.worker_id, self.lane.value)

@@ -10,7 +10,6 @@ import socket
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
 
@@ -73,12 +72,6 @@ def make_producer(
         raise _unavailable(settings, exc) from exc
 
 
-_ASSIGNORS: dict[str, Any] = {
-    "cooperative-sticky": CooperativeStickyAssignor,
-    "range": RangePartitionAssignor,
-}
-
-
 def make_consumer(
     settings: Settings,
     *,
@@ -101,7 +94,8 @@ def make_consumer(
         "heartbeat_interval_ms": settings.heartbeat_interval_ms,
         "max_poll_interval_ms": settings.max_poll_interval_ms,
         "fetch_max_wait_ms": 100,
-        "partition_assignment_strategy": (_ASSIGNORS[settings.partition_assignment],),
+        # Consumers in a group pass their own assignor (consumer/assignor.py).
+        "partition_assignment_strategy": (RangePartitionAssignor,),
     }
     if group_instance_id is not None:
         cfg["group_instance_id"] = group_instance_id

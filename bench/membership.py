@@ -1,0 +1,394 @@
+"""8. Membership: lateness of healthy schedules while workers crash, restart, scale out and in.
+
+Two static workers (``FLAGSCHED_WORKER_ID`` = their label) under a steady load of
+normal schedules plus a critical one every 0.25 s (the priority lane), then, in
+one run, each fault in turn:
+
+* ``crash``: SIGKILL of worker-1; nothing replaces it until its session expired
+  (then it starts again with the same id: a join);
+* ``restart``: SIGKILL of worker-0 and a new process with the same id at once;
+* ``scale_out``: worker-2 and worker-3 join (2 -> 4);
+* ``scale_in``: worker-2 and worker-3 get SIGTERM (4 -> 2).
+
+A thread asks the group coordinator every 100 ms who owns what (both groups); the
+workers log each group generation they join. Per fault, the first attempts of
+schedules due in the fault's window are split by the partition they came through:
+the victim's (as owned just before the fault) or the others'. Lateness is
+flagsched's own ``schedule_retry_attempts.lateness_ms`` (attempt start - due).
+Targets are issue 12's; see docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from kafka import KafkaAdminClient
+
+from bench.harness import Proc, World, consumed_partitions, wait_workers_ready, world
+from bench.stats import percentile, summary
+from bench.suite import Context, Result
+from bench.workload import add_flags, add_schedules, flag_keys, utcnow
+
+log = logging.getLogger("bench")
+
+NAME = "membership"
+RATE_PER_S = 50.0
+CRITICAL_EVERY_S = 0.25
+SESSION_TIMEOUT_S = 6.0
+POLL_S = 0.1  # the worker's longest poll wait: "plus one poll"
+#: (fault, seconds after the first due time, window length)
+PLAN = (("crash", 10.0, 10.0), ("restart", 28.0, 8.0), ("scale_out", 38.0, 8.0))
+SCALE_IN_AT_S, LOAD_S = 48.0, 58.0
+WINDOW_S = 8.0
+FAULTS = ("crash", "restart", "scale_out", "scale_in")
+
+Owned = frozenset[tuple[str, int]]
+_GEN_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \S+: worker \S+ (normal|priority) lane:"
+    r" group \S+ generation (\d+)"
+)
+_START_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \S+: worker \S+ starting")
+
+
+@dataclass
+class Snapshot:
+    """Who owned what at ``at`` (epoch s), per group: (state, instance id -> partitions)."""
+
+    at: float
+    groups: dict[str, tuple[str, dict[str, Owned]]]
+
+
+class Watcher:
+    """Describes both groups every 100 ms from a thread of its own."""
+
+    def __init__(self, kafka: str, groups: list[str]) -> None:
+        self._admin = KafkaAdminClient(bootstrap_servers=kafka.split(","))
+        self._groups = groups
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="membership-watch", daemon=True)
+        self.snapshots: list[Snapshot] = []
+
+    def __enter__(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._admin.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                described = self._admin.describe_groups(self._groups)
+            except Exception as exc:  # the coordinator moves or loads: next round
+                log.debug("describe failed: %s", exc)
+                continue
+            groups = {}
+            for name, info in described.items():
+                members: dict[str, Owned] = {}
+                for m in info["members"]:
+                    assignment = m.get("member_assignment") or {}
+                    members[str(m.get("group_instance_id") or m["member_id"])] = frozenset(
+                        (tp["topic"], p)
+                        for tp in assignment.get("assigned_partitions", [])
+                        for p in tp["partitions"]
+                    )
+                groups[name] = (str(info["group_state"]), members)
+            self.snapshots.append(Snapshot(time.time(), groups))
+
+    def owned_before(self, group: str, instance: str, at: float) -> Owned:
+        """What ``instance`` owned in ``group`` in the last snapshot before ``at``."""
+        for snap in reversed(self.snapshots):
+            if snap.at < at and group in snap.groups:
+                return snap.groups[group][1].get(instance, frozenset())
+        return frozenset()
+
+    def first(self, group: str, since: float, test: Any) -> float | None:
+        """Seconds from ``since`` to the first snapshot of ``group`` passing ``test``."""
+        for snap in self.snapshots:
+            if snap.at >= since and group in snap.groups:
+                state, members = snap.groups[group]
+                if test(state, members):
+                    return snap.at - since
+        return None
+
+
+@dataclass
+class Fault:
+    """One injected fault: when, which workers it hit or added, what they owned."""
+
+    kind: str
+    at: float
+    window_s: float
+    victims: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    spawned_at: dict[str, float] = field(default_factory=dict)
+    owned: dict[str, Owned] = field(default_factory=dict)  # group -> victims' partitions
+
+
+def run(ctx: Context) -> Result:
+    res = Result(NAME)
+    with world(ctx.services, NAME, ctx.raw_dir) as w, w.connect() as conn:
+        groups = [w.settings.group_id, f"{w.settings.group_id}.priority"]
+        keys, crit = flag_keys(400), flag_keys(100, "crit")
+        add_flags(conn, keys + crit)
+        with Watcher(w.services.kafka, groups) as watch:
+            workers = {f"worker-{i}": w.worker(f"worker-{i}") for i in range(2)}
+            wait_workers_ready(w, list(workers.values()), consumed_partitions(w))
+            start = utcnow() + timedelta(seconds=4)
+            n = add_schedules(conn, _load(keys, crit, start))
+            d = w.dispatcher()
+            _wait_log(d, "dispatcher publishing")
+            t0 = start.timestamp()
+            faults = _inject(w, workers, watch, groups, t0)
+            _wait_final(conn, n, timeout_s=90)
+        rows = _first_attempts(conn)
+        logs = {label: p.log_text() for label, p in workers.items()}
+    baseline = [lat for due, _, _, lat, _ in rows if t0 + 2 <= due < t0 + PLAN[0][1]]
+    base_crit = [lat for due, _, _, lat, pr in rows if t0 + 2 <= due < t0 + PLAN[0][1] and pr]
+    base_p99 = percentile(baseline, 99)
+    res.row(f"no fault: first attempts p99 ({len(baseline)})", base_p99, "ms")
+    res.row(f"no fault: critical p99 ({len(base_crit)})", percentile(base_crit, 99), "ms")
+    details: dict[str, Any] = {
+        "no_fault_ms": summary(baseline),
+        "no_fault_critical_ms": summary(base_crit),
+    }
+    for fault in faults:
+        details[fault.kind] = _report(res, fault, rows, watch, groups, logs, base_p99)
+    res.details = details
+    res.notes.append(
+        f"2 static workers, {RATE_PER_S:.0f} normal schedules/s for {LOAD_S:.0f}s plus a critical"
+        f" one every {CRITICAL_EVERY_S}s; session {SESSION_TIMEOUT_S:.0f}s, heartbeat 0.5s,"
+        " cooperative-sticky; windows: crash 10s, the others 8s after the fault."
+        " 'New worker owns' counts from the process spawn (Python start-up included) and,"
+        " in brackets, from its 'starting' log line."
+    )
+    return res
+
+
+def _load(keys: list[str], crit: list[str], start: datetime) -> list[tuple[str, datetime, str]]:
+    out = []
+    n = int(RATE_PER_S * LOAD_S)
+    for i in range(n):
+        out.append((keys[i % len(keys)], start + timedelta(seconds=i / RATE_PER_S), "normal"))
+    for i in range(int(LOAD_S / CRITICAL_EVERY_S)):
+        due = start + timedelta(seconds=i * CRITICAL_EVERY_S)
+        out.append((crit[i % len(crit)], due, "critical"))
+    return out
+
+
+def _inject(
+    w: World, workers: dict[str, Proc], watch: Watcher, groups: list[str], t0: float
+) -> list[Fault]:
+    faults = []
+    for kind, at_s, window_s in PLAN:
+        _sleep_until(t0 + at_s)
+        fault = Fault(kind, time.time(), window_s)
+        if kind == "crash":
+            fault.victims = ["worker-1"]
+        elif kind == "restart":
+            fault.victims = ["worker-0"]
+        _record_owned(fault, watch, groups)
+        for label in fault.victims:
+            workers[label].popen.kill()
+            workers[label].popen.wait(timeout=10)
+        if kind == "restart":
+            _spawn(w, workers, fault, "worker-0")
+        if kind == "scale_out":
+            for label in ("worker-2", "worker-3"):
+                _spawn(w, workers, fault, label)
+        faults.append(fault)
+        if kind == "crash":
+            # Back with the same id once its session expired: a plain join.
+            _sleep_until(fault.at + SESSION_TIMEOUT_S + 4)
+            rejoin = Fault("crash_rejoin", time.time(), WINDOW_S)
+            _spawn(w, workers, rejoin, "worker-1")
+            faults.append(rejoin)
+    _sleep_until(t0 + SCALE_IN_AT_S)
+    fault = Fault("scale_in", time.time(), WINDOW_S, victims=["worker-2", "worker-3"])
+    _record_owned(fault, watch, groups)
+    for label in fault.victims:
+        workers[label].popen.terminate()
+    for label in fault.victims:
+        workers[label].popen.wait(timeout=30)
+    faults.append(fault)
+    _sleep_until(t0 + LOAD_S + 2)
+    return faults
+
+
+def _spawn(w: World, workers: dict[str, Proc], fault: Fault, label: str) -> None:
+    """A worker process with the id ``label``; its log is named after the fault."""
+    fault.added.append(label)
+    fault.spawned_at[label] = time.time()
+    args = [sys.executable, "-m", "flagsched.cli", "worker"]
+    workers[label] = w.start(args, f"{label}.{fault.kind}", w.env(FLAGSCHED_WORKER_ID=label))
+
+
+def _record_owned(fault: Fault, watch: Watcher, groups: list[str]) -> None:
+    for group in groups:
+        owned: set[tuple[str, int]] = set()
+        for label in fault.victims:
+            owned |= watch.owned_before(group, label, fault.at)
+        fault.owned[group] = frozenset(owned)
+
+
+def _report(
+    res: Result,
+    fault: Fault,
+    rows: list[tuple[float, str, int, float, bool]],
+    watch: Watcher,
+    groups: list[str],
+    logs: dict[str, str],
+    base_p99: float | None,
+) -> dict[str, Any]:
+    lo, hi = fault.at, fault.at + fault.window_s
+    owned = fault.owned.get(groups[0], frozenset()) | fault.owned.get(groups[1], frozenset())
+    window = [r for r in rows if lo <= r[0] < hi]
+    theirs = [r[3] for r in window if (r[1], r[2]) in owned]
+    others = [r[3] for r in window if (r[1], r[2]) not in owned]
+    crit = [r[3] for r in window if r[4]]
+    every = [r[3] for r in window]
+    k = fault.kind
+    out: dict[str, Any] = {
+        "victims": fault.victims,
+        "added": fault.added,
+        "others_ms": summary(others),
+        "victims_ms": summary(theirs),
+        "critical_ms": summary(crit),
+    }
+    if k == "crash":
+        ceiling = 1.5 * base_p99 if base_p99 else 0.0
+        res.at_most(
+            f"crash: survivors' partitions p99 ({len(others)})",
+            percentile(others, 99),
+            "ms",
+            ceiling,
+            f"<= 1.5x no fault ({ceiling:.0f})",
+        )
+        res.row(f"crash: dead worker's partitions max ({len(theirs)})", _max(theirs), "ms")
+        res.row(f"crash: critical max ({len(crit)})", _max(crit), "ms")
+    if k in ("crash", "scale_in"):
+        limit = SESSION_TIMEOUT_S + POLL_S if k == "crash" else 1.0
+        target = f"<= {limit:g} s" + (" (session + one poll)" if k == "crash" else "")
+        for group, lane in zip(groups, ("normal", "priority"), strict=True):
+            took = watch.first(group, fault.at, _handed_over(fault.victims, fault.owned[group]))
+            out[f"handover_{lane}_s"] = took
+            what = "dead worker's partitions owned again" if k == "crash" else "SIGTERM handover"
+            res.at_most(f"{k}: {what}, {lane} group", took, "s", limit, target)
+    if k == "restart":
+        rebalances = _rebalances(logs, fault.at, fault.at + fault.window_s, exclude=fault.victims)
+        out["rebalances_seen_by_others"] = rebalances
+        res.at_most("restart: rebalances seen by the other worker", rebalances, "", 0, "0")
+        res.at_most(
+            f"restart: lateness p99 ({len(every)})", percentile(every, 99), "ms", 1000, "<= 1000"
+        )
+        res.row(f"restart: restarted worker's partitions max ({len(theirs)})", _max(theirs), "ms")
+        res.row(
+            f"restart: other worker's partitions p99 ({len(others)})", percentile(others, 99), "ms"
+        )
+        res.row(f"restart: critical max ({len(crit)})", _max(crit), "ms")
+    if k in ("scale_out", "scale_in", "crash_rejoin"):
+        label = k.replace("_", " ")
+        res.at_most(f"{label}: max lateness ({len(every)})", _max(every), "ms", 2000, "<= 2000")
+        res.row(f"{label}: critical max ({len(crit)})", _max(crit), "ms")
+    if fault.added:
+        for group, lane in zip(groups, ("normal", "priority"), strict=True):
+            spawn = max(
+                (watch.first(group, fault.spawned_at[a], _owns(a)) or float("nan"))
+                for a in fault.added
+            )
+            up = max(_since_start(logs.get(a, ""), fault.spawned_at[a]) for a in fault.added)
+            out[f"owns_{lane}_s"] = {"from_spawn": spawn, "from_start_log": spawn - up}
+            res.at_most(
+                f"{k.replace('_', ' ')}: new worker owns {lane} partitions",
+                spawn,
+                "s",
+                3.0,
+                "<= 3 s",
+                note=f"({spawn - up:.2f} s from its start-up log line)",
+            )
+    return out
+
+
+def _handed_over(victims: list[str], owned: Owned) -> Any:
+    def test(state: str, members: dict[str, Owned]) -> bool:
+        live = set().union(*(p for m, p in members.items() if m not in victims))
+        return state == "Stable" and not any(v in members for v in victims) and owned <= live
+
+    return test
+
+
+def _owns(instance: str) -> Any:
+    return lambda state, members: state == "Stable" and bool(members.get(instance))
+
+
+def _rebalances(logs: dict[str, str], lo: float, hi: float, *, exclude: Iterable[str]) -> int:
+    n = 0
+    for label, text in logs.items():
+        if label in exclude:
+            continue
+        for line in text.splitlines():
+            m = _GEN_LINE.match(line)
+            if m and lo <= _epoch(m.group(1)) < hi:
+                n += 1
+    return n
+
+
+def _since_start(text: str, spawned: float) -> float:
+    """Seconds from ``spawned`` to the worker's last 'starting' log line after it."""
+    starts = [_epoch(m.group(1)) for m in map(_START_LINE.match, text.splitlines()) if m]
+    after = [s for s in starts if s >= spawned - 1]
+    return (after[-1] - spawned) if after else 0.0
+
+
+def _epoch(stamp: str) -> float:
+    return time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")) + int(stamp[20:]) / 1000
+
+
+def _first_attempts(conn: Any) -> list[tuple[float, str, int, float, bool]]:
+    """(due epoch, topic, partition, lateness ms, critical) of every first attempt."""
+    got = conn.execute(
+        "SELECT extract(epoch FROM s.scheduled_at), a.topic, a.kafka_partition, a.lateness_ms,"
+        " s.priority = 'critical' FROM schedule_retry_attempts a"
+        " JOIN flag_schedules s ON s.id = a.schedule_id"
+        " WHERE a.attempt = 1 AND a.lateness_ms IS NOT NULL"
+    ).fetchall()
+    return [(float(r[0]), str(r[1]), int(r[2]), float(r[3]), bool(r[4])) for r in got]
+
+
+def _wait_final(conn: Any, n: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        row = conn.execute(
+            "SELECT count(*) FROM flag_schedules WHERE status IN"
+            " ('applied', 'dead', 'superseded', 'cancelled')"
+        ).fetchone()
+        if row and int(row[0]) >= n:
+            return
+        time.sleep(0.5)
+    log.warning("membership: not every schedule final after %.0fs", timeout_s)
+
+
+def _wait_log(proc: Proc, text: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in proc.log_text():
+        if not proc.alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"{proc.label} did not start: {proc.log_text()[-2000:]}")
+        time.sleep(0.05)
+
+
+def _sleep_until(at: float) -> None:
+    time.sleep(max(0.0, at - time.time()))
+
+
+def _max(values: list[float]) -> float | None:
+    return max(values) if values else None
