@@ -108,8 +108,12 @@ class Settings(BaseSettings):
     #: survivors keep consuming theirs (KIP-429); ``range``: eager, every member pauses.
     partition_assignment: Literal["cooperative-sticky", "range"] = "cooperative-sticky"
     #: A worker killed inside a transaction blocks read_committed readers of the
-    #: partitions it wrote to until the broker aborts it after this long.
-    transaction_timeout_ms: int = Field(default=10000, ge=1000)
+    #: partitions it wrote to (also partitions other workers own) until the broker aborts
+    #: it after this long (checked every transaction.abort.timed.out.transaction.cleanup
+    #: .interval.ms), or until a worker with the same id starts. A transaction spans one
+    #: batch's publish and commit, not its database work; a longer one is aborted and the
+    #: batch replayed.
+    transaction_timeout_ms: int = Field(default=5000, ge=1000)
     startup_timeout_s: float = Field(default=120.0, gt=0)
 
     # --- telemetry ----------------------------------------------------------------
