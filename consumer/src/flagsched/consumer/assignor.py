@@ -1,18 +1,24 @@
-"""Partition assignment: cooperative (KIP-429), sticky, and balanced per topic.
+"""Partition assignment: cooperative (KIP-429), sticky, balanced, and co-partitioned.
 
-kafka-python's ``CooperativeStickyAssignor`` balances the *total* number of
-partitions per member: after a join one worker could own every due partition and
-the other only tier partitions, so the due topic's load would not be shared. This
-assignor keeps the cooperative protocol and the wire format of kafka-python's
-(owned partitions in the subscription, moves staged over two rounds) and places
-partitions per topic:
+Range assignment gave partition ``i`` of every topic to the same member, so all of a
+flag's records (the due topic and the tiers, keyed by flag, with equal partition
+counts) reached one worker and were applied one after the other; but it is eager:
+every rebalance stopped every member. kafka-python's ``CooperativeStickyAssignor``
+is cooperative but balances only the total per member: a worker could own every
+due partition and another only tier partitions, and one flag's records could reach
+two workers at once, which then contend for the flag's row lock. This assignor
+keeps the cooperative protocol and wire format of kafka-python's (owned
+partitions in the subscription, moves staged over two rounds) and places *units*:
 
-* each member may own ``n // m`` or ``n // m + 1`` partitions of a topic with ``n``
-  partitions and ``m`` subscribed members; the larger quotas go to the members that
-  own the most of that topic already, then to those with fewest partitions overall;
-* a member keeps what it owns up to its quota (sticky: survivors of a crash or a
-  scale-out keep everything they can), and the rest goes, lowest partition first, to
-  the member with the most room, then the fewest partitions overall;
+* topics with the same subscribers and the same partition count form a class, and
+  partition ``i`` of each topic of a class is one unit, always placed whole (the
+  co-partitioning of range assignment);
+* each member gets ``u // m`` or ``u // m + 1`` units of a class with ``u`` units
+  and ``m`` members; the larger quotas go to the members that own the most units
+  already, then to those with the fewest partitions overall;
+* a member keeps the units it owns up to its quota (sticky: survivors of a crash
+  or a scale-out keep everything they can), and the rest go, lowest first, to the
+  member with the most room, then the fewest partitions overall;
 * round one withholds a partition that another present member still owns: that
   member revokes it and rejoins, and round two hands it over (KIP-429).
 
@@ -37,45 +43,42 @@ def place(
     subscriptions: Mapping[str, set[str]],
     owned: Mapping[str, set[Partition]],
 ) -> dict[str, set[Partition]]:
-    """The final assignment: member -> partitions, balanced per topic, sticky.
+    """The final assignment: member -> partitions, balanced and sticky per unit.
 
     ``partitions`` is each topic's partition count, ``subscriptions`` each member's
-    topics, ``owned`` what each member says it owns (claims of a partition beyond the
-    first, or of a partition that does not exist, are ignored).
+    topics, ``owned`` what each member says it owns. A unit claimed by several members
+    is claimed by the one that owns most of it (then the first by name).
     """
     out: dict[str, set[Partition]] = {m: set() for m in subscriptions}
-    claimed: set[Partition] = set()
+    classes: dict[tuple[tuple[str, ...], int], list[str]] = defaultdict(list)
     for topic in sorted(partitions):
-        members = sorted(m for m, topics in subscriptions.items() if topic in topics)
-        if not members:
-            continue
-        n = partitions[topic]
-        mine: dict[str, list[int]] = {}
-        for m in members:
-            parts = sorted(
-                p
-                for t, p in owned.get(m, set())
-                if t == topic and 0 <= p < n and (t, p) not in claimed
-            )
-            claimed.update((topic, p) for p in parts)
-            mine[m] = parts
+        members = tuple(sorted(m for m, topics in subscriptions.items() if topic in topics))
+        if members:
+            classes[(members, partitions[topic])].append(topic)
+    for (members, n), topics in sorted(classes.items(), key=lambda c: (c[1], c[0])):
+        units = {i: [(t, i) for t in topics] for i in range(n)}
+        claims: dict[str, list[int]] = {m: [] for m in members}
+        for i, unit in units.items():
+            counts = {m: len(owned.get(m, set()).intersection(unit)) for m in members}
+            best = min(members, key=lambda m: (-counts[m], m))
+            if counts[best]:
+                claims[best].append(i)
         base, extra = divmod(n, len(members))
-        by_claim = sorted(members, key=lambda m: (-len(mine[m]), len(out[m]), m))
+        by_claim = sorted(members, key=lambda m: (-len(claims[m]), len(out[m]), m))
         quota = {m: base + (1 if i < extra else 0) for i, m in enumerate(by_claim)}
+        placed: set[int] = set()
+        have: dict[str, int] = {}
         for m in members:
-            out[m].update((topic, p) for p in mine[m][: quota[m]])
-        have = {m: min(len(mine[m]), quota[m]) for m in members}
-        pool = sorted(set(range(n)) - {p for t, p in claimed_in(out, topic)})
-        for p in pool:
+            kept = claims[m][: quota[m]]
+            placed.update(kept)
+            have[m] = len(kept)
+            for i in kept:
+                out[m].update(units[i])
+        for i in sorted(set(units) - placed):
             m = min(members, key=lambda m: (have[m] - quota[m], len(out[m]), m))
-            out[m].add((topic, p))
+            out[m].update(units[i])
             have[m] += 1
     return out
-
-
-def claimed_in(out: Mapping[str, set[Partition]], topic: str) -> set[Partition]:
-    """The partitions of ``topic`` placed so far."""
-    return {tp for parts in out.values() for tp in parts if tp[0] == topic}
 
 
 def first_round(

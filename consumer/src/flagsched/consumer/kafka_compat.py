@@ -1,6 +1,6 @@
 """kafka-python 3.0 internals in one place: resuming a paused partition (working around a
-stall), whether a consumer is a settled group member, and leaving a group as a static
-member.
+stall), bounded transaction steps, leaving a group as a static member, and the group
+generation.
 
 kafka-python parks data it fetched for a partition that was paused meanwhile
 (KAFKA-7548) and restores it when the partition is resumed — but only while its
@@ -81,25 +81,6 @@ def _wait(producer: Any, result: Any, timeout_s: float, what: str) -> None:
     producer._sender.wakeup()
     if not result.wait(timeout_ms=int(timeout_s * 1000)):
         raise KafkaTimeoutError(f"{what} did not finish within {timeout_s:.0f} s")
-
-
-def group_settled(consumer: Any) -> bool:
-    """Whether ``consumer`` is a stable member of its group, with nothing to rejoin.
-
-    kafka-python joins and rebalances inside ``poll()``; a settled member can be polled
-    without waiting. Reads the coordinator's state (kafka-python internals); an unknown
-    client version counts as not settled, so callers keep waiting in poll.
-    """
-    coordinator = getattr(consumer, "_coordinator", None)
-    try:
-        return bool(
-            coordinator is not None
-            and coordinator.stable()
-            and not coordinator.need_rejoin()
-            and not coordinator.coordinator_unknown()
-        )
-    except AttributeError:
-        return False
 
 
 def leave_and_close(consumer: Any, reason: str, timeout_ms: int) -> None:
