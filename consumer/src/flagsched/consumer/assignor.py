@@ -28,12 +28,15 @@ properties with Hypothesis.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.protocol.consumer.metadata import ConsumerProtocolAssignment
+
+log = logging.getLogger(__name__)
 
 Partition = tuple[str, int]
 
@@ -96,6 +99,14 @@ class BalancedCooperativeAssignor(CooperativeStickyAssignor):  # type: ignore[mi
 
     def assign(self, cluster: Any, members: Sequence[Any]) -> dict[str, Any]:
         """Member id -> this round's assignment, for every member of the group."""
+        try:
+            return self._assign(cluster, members)
+        except Exception:
+            # An assignor that raises fails the SyncGroup, and the group rejoins in a loop.
+            log.exception("placement failed; falling back to kafka-python's sticky placement")
+            return dict(super().assign(cluster, members))
+
+    def _assign(self, cluster: Any, members: Sequence[Any]) -> dict[str, Any]:
         ids: dict[str, str] = {}  # a stable identity (the instance id) -> member id
         subscriptions: dict[str, set[str]] = {}
         owned: dict[str, set[Partition]] = {}

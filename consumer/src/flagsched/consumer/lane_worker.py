@@ -34,7 +34,7 @@ from flagsched.consumer.coordination import BreakerCoordinator, BreakerHook
 from flagsched.consumer.decode import Coordinates, coordinates
 from flagsched.consumer.holds import Holds
 from flagsched.consumer.kafka_clients import KafkaClients, Lane
-from flagsched.consumer.kafka_compat import generation, resume
+from flagsched.consumer.kafka_compat import generation, poll, resume
 from flagsched.consumer.lanes import PriorityGate, PrioritySignal, backlog
 from flagsched.consumer.observe import observe, prepare
 from flagsched.consumer.outcome import AttemptResult, OutRecord, Source, decide
@@ -172,7 +172,7 @@ class LaneWorker:
             stop.wait(self._drain.wait_s())  # rate limit after an outage, on purpose
             return
         wait_ms = _GATED_POLL_MS if gated else self._poll_wait_ms()
-        batch = consumer.poll(timeout_ms=wait_ms, max_records=budget)
+        batch = poll(consumer, wait_ms, budget)
         self.ready.set()
         self._note_generation(consumer)
         self._sample(batch)
