@@ -186,7 +186,7 @@ def run(ctx: Context) -> Result:
     res.notes.append(
         f"2 static workers, {RATE_PER_S:.0f} normal schedules/s for {LOAD_S:.0f}s plus a critical"
         f" one every {CRITICAL_EVERY_S}s; session {SESSION_TIMEOUT_S:.0f}s, heartbeat 0.5s,"
-        " cooperative-sticky; windows: crash 10s, the others 8s after the fault."
+        " cooperative-sticky; a fault's window ends a second before the next fault."
         " 'New worker owns' counts from the process spawn (Python start-up included) and,"
         " in brackets, from its 'starting' log line."
     )
