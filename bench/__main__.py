@@ -23,6 +23,7 @@ from bench import (
     burst,
     isolation,
     machine,
+    membership,
     memory,
     priority,
     punctuality,
@@ -43,6 +44,7 @@ BENCHMARKS: dict[str, Callable[[Context], Result]] = {
     priority.NAME: priority.run,
     isolation.NAME: isolation.run,
     memory.NAME: memory.run,
+    membership.NAME: membership.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -2,10 +2,11 @@
 
 The same harness as the CI chaos tests (tests/support/chaos.py, docs/reliability.md),
 with every fault kind interleaved in one run: SIGKILLed workers, broker restarts,
-PostgreSQL outages past the breaker threshold, and rebalances while tier partitions
-are held. Afterwards every schedule is accounted for (applied exactly once, dead with a
-dead-letter record, or superseded) and the ledger is printed and written as JSON to
-``bench/results/chaos.json``. The exit status is 1 when the ledger has violations.
+PostgreSQL outages past the breaker threshold, workers restarted with the same id, and
+rebalances while tier partitions are held. Afterwards every schedule is accounted for
+(applied exactly once, dead with a dead-letter record, or superseded) and the ledger is
+printed, with the lateness of the healthy schedules per fault kind, and written as JSON
+to ``bench/results/chaos.json``. The exit status is 1 when the ledger has violations.
 
 Starts its own Kafka + PostgreSQL (a dev stack in a temporary directory, broker jars
 cached under ``~/.cache/flagsched``) unless ``FLAGSCHED_KAFKA_BOOTSTRAP_SERVERS`` and
@@ -55,9 +56,11 @@ CYCLE = (
     "worker_kill",
     "rebalance",
     "broker_restart",
+    "worker_restart",
     "postgres_outage",
     "worker_kill",
     "rebalance",
+    "worker_restart",
 )
 NEEDS_OWN_STACK = frozenset({"broker_restart", "postgres_outage"})
 
@@ -145,6 +148,7 @@ def report(ledger: Ledger, args: argparse.Namespace, *, services: str) -> dict[s
         "services": services,
         "schedules": ledger.schedules,
         "faults_by_kind": {k: ledger.faults.get(k, 0) for k in FAULT_KINDS},
+        "healthy_lateness_ms_by_fault": ledger.healthy_lateness,
         "applied_once": ledger.applied_once,
         "dead": ledger.dead,
         "superseded": ledger.superseded,

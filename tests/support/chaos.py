@@ -13,11 +13,13 @@ and the topics. The workload (:func:`seed_workload`) mixes
 * supersede pairs: an older schedule whose retry arrives after a newer change to the
   same flag.
 
-Faults (:data:`FAULT_KINDS`): SIGKILL of a worker process (a new one starts at once),
-a broker stop and restart, a PostgreSQL outage longer than the breaker threshold, and a
-rebalance (a worker joins and later leaves) while tier partitions are held. Workers and
-the dispatcher are real ``flagsched`` processes; one that exits on its own is restarted,
-as a process supervisor would, and listed in the ledger.
+Faults (:data:`FAULT_KINDS`): SIGKILL of a worker process (a new one starts at once,
+with a new identity), SIGKILL and a restart with the same ``FLAGSCHED_WORKER_ID`` (a
+static member back, no rebalance), a broker stop and restart, a PostgreSQL outage
+longer than the breaker threshold, and a rebalance (a worker joins and later leaves)
+while tier partitions are held. Workers and the dispatcher are real ``flagsched``
+processes; one that exits on its own is restarted, as a process supervisor would, and
+listed in the ledger.
 """
 
 from __future__ import annotations
@@ -52,7 +54,10 @@ from tests.support.pipeline import connect, header_map, settings_env, wait_until
 
 log = logging.getLogger(__name__)
 
-FAULT_KINDS = ("worker_kill", "broker_restart", "postgres_outage", "rebalance")
+FAULT_KINDS = ("worker_kill", "worker_restart", "broker_restart", "postgres_outage", "rebalance")
+#: How long after a fault ended schedules due count as due "during" it (the lateness by
+#: fault kind): the longest a worker's partitions may wait for a new owner, and then some.
+FAULT_AFTERMATH_S = 8.0
 FINAL = ("applied", "dead", "superseded", "cancelled")
 #: Settings every chaos run uses on top of the test defaults (short tiers, fast policy).
 CHAOS_OVERRIDES: dict[str, Any] = {"apply_lock_timeout_ms": 100, "max_poll_records": 100}
@@ -395,12 +400,14 @@ class Processes:
         self.exits: list[str] = []
         log_dir.mkdir(parents=True, exist_ok=True)
 
-    def start(self, role: str) -> Proc:
-        """Start a worker (``role="worker"``) or the dispatcher (``role="dispatcher"``)."""
+    def start(self, role: str, name: str | None = None) -> Proc:
+        """Start a worker (``role="worker"``) or the dispatcher (``role="dispatcher"``);
+        ``name`` (and so the worker id) is new unless given."""
         with self._lock:
-            name = f"{role}-{next(self._seq)}"
+            name = name or f"{role}-{next(self._seq)}"
+            log_name = f"{name}.{next(self._seq)}"
             command = "worker" if role == "worker" else "producer"
-            log_path = self._log_dir / f"{name}.log"
+            log_path = self._log_dir / f"{log_name}.log"
             with log_path.open("wb") as out:
                 popen = subprocess.Popen(
                     [sys.executable, "-m", "flagsched.cli", command],
@@ -582,6 +589,12 @@ class Injector:
         self.procs.kill(victim)
         replacement = self.procs.start("worker")
         return {"killed": victim.name, "started": replacement.name}
+
+    def _worker_restart(self) -> dict[str, Any]:
+        victim = self.rng.choice(self.procs.workers())
+        self.procs.kill(victim)
+        again = self.procs.start("worker", victim.name)  # the same id: a static member back
+        return {"restarted": again.name}
 
     def _broker_restart(self) -> dict[str, Any]:
         kafka = self._stack().kafka
@@ -924,6 +937,9 @@ class Ledger:
     #: category -> final status -> schedules (with ``retried`` and ``attempts`` per category)
     categories: dict[str, dict[str, int]] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
+    #: fault kind (or "no fault") -> first-attempt lateness (ms) of the healthy schedules
+    #: due during it (from its start to FAULT_AFTERMATH_S after its end)
+    healthy_lateness: dict[str, dict[str, float | int]] = field(default_factory=dict)
     stats: RunStats = field(default_factory=RunStats)
     violations: list[str] = field(default_factory=list)
 
@@ -963,6 +979,15 @@ class Ledger:
         ]
         for category, counts in sorted(self.categories.items()):
             lines.append(f"  {category:<16}  {dict(sorted(counts.items()))}")
+        lines.append(
+            "  lateness of healthy schedules (first attempt start - due, ms) by the fault they"
+            f" were due in (its start to {FAULT_AFTERMATH_S:.0f}s after its end):"
+        )
+        for kind, lat in self.healthy_lateness.items():
+            lines.append(
+                f"    {kind:<16}  n={lat['n']:<5} p50={lat['p50']:>7.0f}  p99={lat['p99']:>7.0f}"
+                f"  max={lat['max']:>7.0f}"
+            )
         for e in s.faults:
             lines.append(f"  fault {e.kind} at {e.at_s:+.1f}s ({e.took_s:.1f}s): {e.detail}")
         lines += [f"  process exit: {x}" for x in s.process_exits] or ["  process exits: none"]
@@ -1073,6 +1098,7 @@ def check_ledger(settings: Settings, workload: Workload, stats: RunStats | None 
         v += _check_expected(sid, row, attempts, workload)
     for sid in sorted(set(ev.dead_letters) - set(workload.ids)):
         v.append(f"dead-letter record for schedule {sid}, which is not in the workload")
+    ledger.healthy_lateness = lateness_by_fault(workload, ev.rows, ev.attempts, stats.faults)
     extra, flag_violations = _check_flags(workload, ev)
     ledger.double_applied += extra
     v += flag_violations
@@ -1083,6 +1109,42 @@ def check_ledger(settings: Settings, workload: Workload, stats: RunStats | None 
     if stats.open_transactions:
         v.append(f"{stats.open_transactions} partitions still have an open transaction")
     return ledger
+
+
+def lateness_by_fault(
+    w: Workload,
+    rows: dict[int, dict[str, Any]],
+    attempts: dict[int, list[dict[str, Any]]],
+    faults: Sequence[FaultEvent],
+) -> dict[str, dict[str, float | int]]:
+    """First-attempt lateness of the healthy schedules, grouped by the fault (the latest
+    one started before it) whose window its due time falls in, else "no fault"."""
+    windows = sorted(
+        (w.first_due + f.at_s, w.first_due + f.at_s + f.took_s + FAULT_AFTERMATH_S, f.kind)
+        for f in faults
+    )
+    by_kind: dict[str, list[float]] = defaultdict(list)
+    for sid in w.of(HEALTHY):
+        first = next((a for a in attempts.get(sid, []) if a["attempt"] == 1), None)
+        if first is None or first["lateness_ms"] is None or sid not in rows:
+            continue
+        due = rows[sid]["scheduled_at"].timestamp()
+        kind = "no fault"
+        for lo, hi, k in windows:
+            if lo <= due < hi:
+                kind = k
+        by_kind[kind].append(float(first["lateness_ms"]))
+    order = ["no fault", *FAULT_KINDS]
+    return {k: _summary(by_kind[k]) for k in order if by_kind.get(k)}
+
+
+def _summary(values: list[float]) -> dict[str, float | int]:
+    ordered = sorted(values)
+
+    def q(p: float) -> float:
+        return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))]
+
+    return {"n": len(ordered), "p50": q(0.5), "p99": q(0.99), "max": ordered[-1]}
 
 
 def _check_final(sid: int, row: dict[str, Any], applied: int, ev: _Evidence) -> list[str]:

@@ -16,6 +16,12 @@ from flagsched.runtime.settings import load_settings
         ("FLAGSCHED_BACKOFF_CAP_S", "nope", "FLAGSCHED_BACKOFF_CAP_S"),
         ("FLAGSCHED_JITTER", "wild", "FLAGSCHED_JITTER"),
         ("FLAGSCHED_TOPIC_PREFIX", "bad prefix!", "FLAGSCHED_TOPIC_PREFIX"),
+        # A Kafka group instance id allows letters, digits, '.', '_' and '-' only.
+        ("FLAGSCHED_WORKER_ID", "pod name/with slash", "FLAGSCHED_WORKER_ID"),
+        ("FLAGSCHED_PARTITION_ASSIGNMENT", "sticky", "FLAGSCHED_PARTITION_ASSIGNMENT"),
+        # Three heartbeats must fit in a session: 2500 * 3 > the default 6000.
+        ("FLAGSCHED_HEARTBEAT_INTERVAL_MS", "2500", "FLAGSCHED_HEARTBEAT_INTERVAL_MS"),
+        ("FLAGSCHED_MAX_POLL_INTERVAL_MS", "5000", "FLAGSCHED_MAX_POLL_INTERVAL_MS"),
     ],
 )
 def test_bad_setting_names_itself(monkeypatch, env, value, name):

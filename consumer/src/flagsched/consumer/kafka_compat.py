@@ -1,5 +1,6 @@
 """kafka-python 3.0 internals in one place: resuming a paused partition (working around a
-stall) and whether a consumer is a settled group member.
+stall), bounded transaction steps, leaving a group as a static member, consuming while a
+cooperative join is pending, and the group generation.
 
 kafka-python parks data it fetched for a partition that was paused meanwhile
 (KAFKA-7548) and restores it when the partition is resumed — but only while its
@@ -20,6 +21,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from kafka.coordinator.assignors.abstract import RebalanceProtocol
 from kafka.errors import KafkaTimeoutError
 
 log = logging.getLogger(__name__)
@@ -82,20 +84,65 @@ def _wait(producer: Any, result: Any, timeout_s: float, what: str) -> None:
         raise KafkaTimeoutError(f"{what} did not finish within {timeout_s:.0f} s")
 
 
-def group_settled(consumer: Any) -> bool:
-    """Whether ``consumer`` is a stable member of its group, with nothing to rejoin.
+def leave_and_close(consumer: Any, reason: str, timeout_ms: int) -> None:
+    """Close ``consumer``, leaving its group explicitly even as a static member.
 
-    kafka-python joins and rebalances inside ``poll()``; a settled member can be polled
-    without waiting. Reads the coordinator's state (kafka-python internals); an unknown
-    client version counts as not settled, so callers keep waiting in poll.
+    kafka-python sends LeaveGroup only for dynamic members (as the Java client did before
+    KIP-1092): a static member that stops for good would hold its partitions until its
+    session expires. LeaveGroup v3+ (Kafka 2.4+) names the member by its group instance
+    id too, and the broker then removes the static member and rebalances at once. The
+    client's own leave path builds exactly that request; here it is told the member is
+    dynamic for this one call (an instance attribute shadowing
+    ``BaseCoordinator.is_dynamic_member``). Without the attribute (another client
+    version) this is a plain close, and the session timeout hands the partitions over.
     """
+    coordinator: Any = getattr(consumer, "_coordinator", None)
+    instance = getattr(coordinator, "group_instance_id", None)
+    if instance and hasattr(coordinator, "is_dynamic_member"):
+        # close() stops the heartbeat first, then takes the leave path.
+        coordinator.is_dynamic_member = lambda: True
+        log.info("leaving group %s as static member %s: %s", coordinator.group_id, instance, reason)
+    consumer.close(autocommit=False, timeout_ms=timeout_ms)
+
+
+def generation(consumer: Any) -> int | None:
+    """The group generation ``consumer`` last joined (None before the first join or for an
+    unknown client version). Every rebalance of the group increments it; a static member
+    that rejoins with its instance id does not."""
+    gen = getattr(getattr(consumer, "_coordinator", None), "_generation", None)
+    value = getattr(gen, "generation_id", None)
+    return value if isinstance(value, int) and value >= 0 else None
+
+
+def poll(consumer: Any, timeout_ms: int, max_records: int | None) -> dict[Any, list[Any]]:
+    """``consumer.poll``, but owned partitions keep flowing while a cooperative join waits.
+
+    kafka-python's ``poll()`` returns nothing at all while a JoinGroup is pending, also
+    for the partitions the member keeps under the cooperative protocol. A join waits for
+    every member, and for a crashed static member that is until its session expires:
+    every worker stood still meanwhile (measured: 6-9 s when a crashed worker's
+    replacement joined under a new id). KIP-429 lets a member go on consuming (and
+    committing: the generation only changes when the join completes) what it owns, as
+    the Java client does, so while the join is pending this drains the fetcher itself.
+    A partition revoked by the join is handed over only after this member revoked it
+    (cooperative round two); a commit that meets the new generation fails, and the batch
+    is rewound and replayed like any failed commit.
+    """
+    records: dict[Any, list[Any]] = consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+    if records or not _joining_cooperatively(consumer) or not consumer.assignment():
+        return records
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is None:
+        return records
+    limit = max_records or consumer.config["max_poll_records"]
+    fetched, _ = fetcher.fetch_records(limit, update_offsets=True, timeout_ms=0)
+    return dict(fetched)
+
+
+def _joining_cooperatively(consumer: Any) -> bool:
     coordinator = getattr(consumer, "_coordinator", None)
-    try:
-        return bool(
-            coordinator is not None
-            and coordinator.stable()
-            and not coordinator.need_rejoin()
-            and not coordinator.coordinator_unknown()
-        )
-    except AttributeError:
-        return False
+    protocol = getattr(coordinator, "_rebalance_protocol", None)
+    return (
+        protocol is RebalanceProtocol.COOPERATIVE
+        and getattr(coordinator, "_join_task", None) is not None
+    )

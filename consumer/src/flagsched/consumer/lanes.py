@@ -1,18 +1,21 @@
 """The priority lane: critical schedules have their own consumer (group
-``<group>.priority``) so their records never queue behind the normal consumer's
-fetch buffers, and while any priority partition this worker owns has records
-waiting, the normal consumer's partitions are paused; they resume as soon as
-the priority backlog is empty.
+``<group>.priority``), polled by a thread of its own (consumer/lane_worker.py), so
+their records never queue behind the normal consumer's fetch buffers or batches,
+and the priority group joins and rebalances whatever the normal loop is doing.
+While the priority lane has records in hand or waiting on a partition it owns,
+the normal lane's partitions are paused; they resume as soon as the priority
+backlog is empty.
 
 The backlog is read from the priority consumer's own fetch state (highwater
-minus position): no broker round trip, so it runs on every loop turn. Priority
-partitions are as many as the due topic's and assigned by range, so every
-worker owning a due partition owns a priority partition too.
+minus position), by the priority lane's thread, and published to the normal lane
+through :class:`PrioritySignal`: the two consumers are never touched from each
+other's thread.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from flagsched.consumer.kafka_compat import resume
@@ -34,13 +37,33 @@ def backlog(consumer: Any) -> int:
     return waiting
 
 
-class PriorityLane:
-    """Pauses the normal consumer while the priority consumer has work."""
+class PrioritySignal:
+    """Whether the priority lane has work: set by its thread, read by the normal lane's."""
 
     def __init__(self) -> None:
+        self._busy = threading.Event()
+
+    def set_busy(self, busy: bool) -> None:
+        """Called by the priority lane after each poll and batch."""
+        if busy:
+            self._busy.set()
+        else:
+            self._busy.clear()
+
+    @property
+    def busy(self) -> bool:
+        """True while priority work waits or is in hand."""
+        return self._busy.is_set()
+
+
+class PriorityGate:
+    """The normal lane's side: pauses its partitions while the priority lane is busy."""
+
+    def __init__(self, signal: PrioritySignal) -> None:
+        self._signal = signal
         self._paused: set[Any] = set()
 
-    def update(self, priority: Any, normal: Any, *, frozen: bool) -> bool:
+    def update(self, normal: Any, *, frozen: bool) -> bool:
         """Pause or resume normal partitions; True while priority work waits.
 
         ``frozen`` (breaker open) leaves everything as it is: the breaker owns pausing.
@@ -50,7 +73,7 @@ class PriorityLane:
             return False
         assigned = set(normal.assignment())
         self._paused &= assigned
-        if backlog(priority) > 0:
+        if self._signal.busy:
             normal_now = assigned - set(normal.paused())
             if normal_now:
                 normal.pause(*normal_now)

@@ -1,8 +1,10 @@
-"""The worker's rebalance listener: holds are re-derived after every rebalance.
+"""A lane's rebalance listener: holds of partitions that move are re-derived.
 
-Registered on both of the worker's consumers (priority lane and normal); it keeps
-the worker's set of assigned partitions and leaves a newly assigned partition
-paused while the circuit breaker is open.
+Registered on each lane's consumer (consumer/lane_worker.py); it keeps the lane's
+set of assigned partitions and leaves a newly assigned partition paused while the
+circuit breaker is open. With the cooperative protocol (the default) kafka-python
+passes only the partitions that actually move: a partition kept across a
+rebalance keeps its position, its pause and its hold, which stay true.
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ class RebalanceOwner(Protocol):
 
 
 class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Holds are re-derived after every rebalance, never carried over.
+    """Holds of (newly) assigned partitions are re-derived, never carried over.
 
-    kafka-python keeps the paused flag of a partition that stays assigned across a
-    rebalance, so every assigned partition is resumed here; a held record is fetched
-    again from its (sought-back) position and judged again from its headers.
+    With eager (range) assignment kafka-python passes every partition, also those that
+    stay, and keeps their paused flag: so every partition passed here is resumed, and a
+    held record is fetched again from its (sought-back) position and judged again from
+    its headers.
     """
 
     def __init__(self, worker: RebalanceOwner, consumer: Callable[[], Any]) -> None:

@@ -72,8 +72,18 @@ def make_producer(
         raise _unavailable(settings, exc) from exc
 
 
-def make_consumer(settings: Settings, *, group_id: str | None, **extra: Any) -> KafkaConsumer:
-    """A read_committed consumer with manual offset management."""
+def make_consumer(
+    settings: Settings,
+    *,
+    group_id: str | None,
+    group_instance_id: str | None = None,
+    **extra: Any,
+) -> KafkaConsumer:
+    """A read_committed consumer with manual offset management.
+
+    ``group_instance_id`` makes it a static group member (KIP-345): restarted with the
+    same id, it takes its partitions back without a rebalance.
+    """
     cfg = _base(settings) | {
         "group_id": group_id,
         "enable_auto_commit": False,
@@ -81,12 +91,14 @@ def make_consumer(settings: Settings, *, group_id: str | None, **extra: Any) -> 
         "isolation_level": "read_committed",
         "max_poll_records": settings.max_poll_records,
         "session_timeout_ms": settings.session_timeout_ms,
-        "heartbeat_interval_ms": max(1000, settings.session_timeout_ms // 4),
+        "heartbeat_interval_ms": settings.heartbeat_interval_ms,
+        "max_poll_interval_ms": settings.max_poll_interval_ms,
         "fetch_max_wait_ms": 100,
-        # Range assignment hands out each topic's partitions in the same member order,
-        # so every worker that owns a due partition owns a priority partition too.
+        # Consumers in a group pass their own assignor (consumer/assignor.py).
         "partition_assignment_strategy": (RangePartitionAssignor,),
     }
+    if group_instance_id is not None:
+        cfg["group_instance_id"] = group_instance_id
     cfg.update(extra)
     try:
         return KafkaConsumer(**cfg)

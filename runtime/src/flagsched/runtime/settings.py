@@ -79,7 +79,11 @@ class Settings(BaseSettings):
 
     # --- worker ------------------------------------------------------------------
     group_id: str = DEFAULT_GROUP_ID
-    worker_id: str | None = None
+    #: The worker's identity (logs, attempt rows, transactional id) and, with
+    #: ``static_membership``, its Kafka group instance id: a worker restarted with the same
+    #: id takes its partitions back without a rebalance. Unset: host-pid-random, dynamic.
+    worker_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    static_membership: bool = True
     max_poll_records: int = Field(default=500, ge=1)
     #: 0: a flag locked by another transaction is not waited for (lock_contention at once,
     #: retried through the tiers); > 0: a poll waits up to this long in all for such flags.
@@ -88,10 +92,28 @@ class Settings(BaseSettings):
     infra_pause_s: float = Field(default=2.0, gt=0)
     max_record_bytes: int = Field(default=64 * 1024, ge=1024)
     error_message_max_bytes: int = Field(default=1024, ge=64)
-    session_timeout_ms: int = Field(default=10000, ge=1000)
+    #: Failure detection: a member not heard from for this long is removed and its
+    #: partitions move. Shorter detects a crash sooner but expels a worker whose heartbeats
+    #: stop for that long (GC pause, CPU starvation, a network blip). The broker's
+    #: group.min.session.timeout.ms (default 6000) is the floor.
+    session_timeout_ms: int = Field(default=6000, ge=1000)
+    #: How often each consumer heartbeats (from kafka-python's IO thread, not the loop). A
+    #: member learns of a rebalance on its next heartbeat: this bounds how fast a graceful
+    #: leave or a join is acted on, at one small request per interval per consumer.
+    heartbeat_interval_ms: int = Field(default=500, ge=50)
+    #: The longest a loop turn may take before the client leaves the group on its own, and
+    #: the rebalance timeout: how long the broker waits for every member to rejoin.
+    max_poll_interval_ms: int = Field(default=30000, ge=1000)
+    #: ``cooperative-sticky``: a rebalance moves only the partitions that change owner and
+    #: survivors keep consuming theirs (KIP-429); ``range``: eager, every member pauses.
+    partition_assignment: Literal["cooperative-sticky", "range"] = "cooperative-sticky"
     #: A worker killed inside a transaction blocks read_committed readers of the
-    #: partitions it wrote to until the broker aborts it after this long.
-    transaction_timeout_ms: int = Field(default=10000, ge=1000)
+    #: partitions it wrote to (also partitions other workers own) until the broker aborts
+    #: it after this long (checked every transaction.abort.timed.out.transaction.cleanup
+    #: .interval.ms), or until a worker with the same id starts. A transaction spans one
+    #: batch's publish and commit, not its database work; a longer one is aborted and the
+    #: batch replayed.
+    transaction_timeout_ms: int = Field(default=5000, ge=1000)
     startup_timeout_s: float = Field(default=120.0, gt=0)
 
     # --- telemetry ----------------------------------------------------------------
@@ -126,6 +148,22 @@ class Settings(BaseSettings):
     def _cap_above_floor(self) -> Settings:
         if self.backoff_cap_s < self.backoff_floor_s:
             raise ValueError("backoff_cap_s must not be below backoff_floor_s")
+        return self
+
+    @model_validator(mode="after")
+    def _membership_timeouts(self) -> Settings:
+        # Kafka's own rule of thumb: three heartbeats fit in a session, so one lost
+        # heartbeat does not expel a healthy member.
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError(
+                "FLAGSCHED_HEARTBEAT_INTERVAL_MS must be at most a third of"
+                " FLAGSCHED_SESSION_TIMEOUT_MS"
+                f" ({self.heartbeat_interval_ms} > {self.session_timeout_ms} / 3)"
+            )
+        if self.max_poll_interval_ms < self.session_timeout_ms:
+            raise ValueError(
+                "FLAGSCHED_MAX_POLL_INTERVAL_MS must not be below FLAGSCHED_SESSION_TIMEOUT_MS"
+            )
         return self
 
     def topic_layout(self) -> TopicLayout:
