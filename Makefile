@@ -8,9 +8,17 @@ BIN := $(VENV)/bin
 PARTS := schemas runtime producer consumer admin devtools
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(PARTS:%=%/pyproject.toml) | sha1sum | cut -c1-12)
 
-.PHONY: setup system-deps asyncapi-tools run test lint format typecheck unit integration bench chaos clean dev-up dev-down image
+.PHONY: setup system-deps asyncapi-tools go-tools run test lint format typecheck unit integration bench chaos clean dev-up dev-down image
 
-setup: system-deps $(STAMP) asyncapi-tools
+setup: system-deps $(STAMP) asyncapi-tools go-tools
+
+# helm, kubeconform and KEDA's CRD schemas (the chart checks) and Jaeger (the trace
+# viewer of the tracing test), built once from the Go module proxy into the dev cache
+# (FLAGSCHED_DEV_HOME, by default ~/.cache/flagsched: bin/ and schemas/), like the
+# Kafka jars; a cached tool is not built again. Without Go the checks skip (and fail
+# when CI=true).
+go-tools: $(STAMP)
+	@$(BIN)/python -m flagsched.devstack.go_tools helm kubeconform keda jaeger
 
 # The official AsyncAPI parser validates the checked-in contract in the tests.
 asyncapi-tools: tools/asyncapi/node_modules/.package-lock.json
