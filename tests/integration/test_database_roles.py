@@ -115,7 +115,7 @@ def refused(dsn: str, statement: str) -> bool:
     (SQLSTATE 42501; any other error fails the test)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         try:
-            conn.execute(statement)  # type: ignore[arg-type]  # fixed test statements
+            conn.execute(statement)
         except errors.InsufficientPrivilege:
             return True
     return False
