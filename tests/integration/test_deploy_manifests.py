@@ -550,6 +550,8 @@ def test_autoscaling_sums_the_lag_of_the_consumed_topics(
     assert sorted(terms) == sorted(triggers)
     behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] > max(tiers.values())
+    # A held partition counts for one poll before it is seen standing still.
+    assert behavior["scaleUp"]["stabilizationWindowSeconds"] >= 2 * spec["pollingInterval"]
 
 
 @pytest.mark.parametrize("value_set", SETS)
