@@ -8,9 +8,23 @@ BIN := $(VENV)/bin
 PARTS := schemas runtime producer consumer admin devtools
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(PARTS:%=%/pyproject.toml) | sha1sum | cut -c1-12)
 
-.PHONY: setup system-deps asyncapi-tools run test lint format typecheck unit integration bench chaos clean dev-up dev-down image
+.PHONY: setup system-deps asyncapi-tools go-tools viewers run test lint format typecheck unit integration bench chaos clean dev-up dev-down image
 
-setup: system-deps $(STAMP) asyncapi-tools
+setup: system-deps $(STAMP) asyncapi-tools go-tools
+
+# helm, kubeconform and KEDA's CRD schemas for the chart checks, built once from the
+# Go module proxy into the dev cache (FLAGSCHED_DEV_HOME, by default ~/.cache/flagsched:
+# bin/ and schemas/), like the Kafka jars; a cached tool is not built again. Without Go
+# the checks skip (and fail when CI=true).
+go-tools: $(STAMP)
+	@$(BIN)/python -m flagsched.devstack.go_tools helm kubeconform keda
+
+# A schedule's trace checked in a real Jaeger (tests/integration/test_trace_viewer.py).
+# Not in `make test`: building Jaeger from its Go module took over 10 minutes cold on
+# a 2-core machine; the binary is cached in the dev cache after the first run.
+viewers: setup
+	$(BIN)/python -m flagsched.devstack.go_tools jaeger
+	$(BIN)/pytest -m viewers tests/integration/test_trace_viewer.py
 
 # The official AsyncAPI parser validates the checked-in contract in the tests.
 asyncapi-tools: tools/asyncapi/node_modules/.package-lock.json
