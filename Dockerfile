@@ -37,13 +37,14 @@ COPY runtime ./runtime
 COPY producer ./producer
 COPY consumer ./consumer
 COPY admin ./admin
+COPY notifier ./notifier
 
 # The venv gets no pip or setuptools of its own (nothing to patch in the final image);
 # the build stage's pip installs into it. The project's runtime dependencies all have
 # binary wheels for CPython 3.11 on Linux, so no compiler is needed. Runtime
 # dependencies only: the `dev` extra is not installed.
 RUN python -m venv --without-pip /opt/venv \
- && pip wheel --no-deps --wheel-dir /tmp/wheels ./schemas ./runtime ./producer ./consumer ./admin . \
+ && pip wheel --no-deps --wheel-dir /tmp/wheels ./schemas ./runtime ./producer ./consumer ./admin ./notifier . \
  && pip --python /opt/venv/bin/python install /tmp/wheels/*.whl \
  && /opt/venv/bin/flagsched --help > /dev/null
 
