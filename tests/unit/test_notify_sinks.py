@@ -6,6 +6,7 @@ import base64
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -34,6 +35,11 @@ CONFIG = parse_config(
     }
 )
 
+
+def _sink(name: str) -> Any:
+    return CONFIG.sinks[name]
+
+
 texts = st.text(min_size=0, max_size=5000)
 
 
@@ -57,7 +63,7 @@ def _notices(n: int, message: str = "boom", flag: str = "promo.banner") -> tuple
     )
 
 
-def _digest(notices: tuple[Notice, ...], action: str = "trigger") -> Digest:
+def _digest(notices: tuple[Notice, ...], action: Any = "trigger") -> Digest:
     key = trigger_key("r", EventKind.DEAD_LETTERED, list(notices), None)
     return Digest(
         uuid.uuid4(),
@@ -65,7 +71,7 @@ def _digest(notices: tuple[Notice, ...], action: str = "trigger") -> Digest:
         EventKind.DEAD_LETTERED,
         action,
         key,
-        notices,  # type: ignore[arg-type]
+        notices,
         datetime.now(UTC),
     )
 
@@ -73,9 +79,7 @@ def _digest(notices: tuple[Notice, ...], action: str = "trigger") -> Digest:
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 1200), message=texts, flag=st.from_regex(r"[a-z.]{1,200}", fullmatch=True))
 def test_slack_keeps_to_block_kit_limits(n, message, flag):
-    body = json.loads(
-        slack.render(_digest(_notices(n, message, flag)), CONFIG.sinks["s"], CONFIG).body
-    )
+    body = json.loads(slack.render(_digest(_notices(n, message, flag)), _sink("s"), CONFIG).body)
     assert body["text"] and len(body["text"]) <= 3000
     blocks = body["blocks"]
     assert 1 <= len(blocks) <= 50
@@ -98,13 +102,13 @@ def test_slack_keeps_to_block_kit_limits(n, message, flag):
 @given(n=st.integers(1, 1200), message=texts)
 def test_pagerduty_and_opsgenie_keep_to_their_limits(n, message):
     digest = _digest(_notices(n, message))
-    event = json.loads(pagerduty.render(digest, CONFIG.sinks["p"], CONFIG).body)
+    event = json.loads(pagerduty.render(digest, _sink("p"), CONFIG).body)
     assert event["routing_key"] == "k" * 32 and event["event_action"] == "trigger"
     assert len(event["dedup_key"]) <= 255
     assert 1 <= len(event["payload"]["summary"]) <= 1024
     assert event["payload"]["severity"] in ("critical", "error", "warning", "info")
     assert event["payload"]["source"]
-    alert = json.loads(opsgenie.render(digest, CONFIG.sinks["o"], CONFIG).body)
+    alert = json.loads(opsgenie.render(digest, _sink("o"), CONFIG).body)
     assert 1 <= len(alert["message"]) <= 130
     assert len(alert["alias"]) <= 512
     assert alert["priority"] in ("P1", "P2", "P3", "P4", "P5")
@@ -114,21 +118,19 @@ def test_pagerduty_and_opsgenie_keep_to_their_limits(n, message):
 def test_one_schedule_gets_a_stable_per_schedule_key_and_links():
     digest = _digest(_notices(1))
     assert digest.dedup_key == "flagsched:1"
-    event = json.loads(pagerduty.render(digest, CONFIG.sinks["p"], CONFIG).body)
+    event = json.loads(pagerduty.render(digest, _sink("p"), CONFIG).body)
     assert event["payload"]["severity"] == "error"  # a normal schedule; critical pages as critical
     assert {link["href"] for link in event["links"]} == {
         "https://admin.example.com/s/1",
         "https://traces.example.com/0af7651916cd43dd8448eb211c80319c",
     }
-    resolve = json.loads(
-        pagerduty.render(_digest(_notices(1), "resolve"), CONFIG.sinks["p"], CONFIG).body
-    )
+    resolve = json.loads(pagerduty.render(_digest(_notices(1), "resolve"), _sink("p"), CONFIG).body)
     assert resolve == {
         "routing_key": "k" * 32,
         "event_action": "resolve",
         "dedup_key": "flagsched:1",
     }
-    close = opsgenie.render(_digest(_notices(1), "resolve"), CONFIG.sinks["o"], CONFIG)
+    close = opsgenie.render(_digest(_notices(1), "resolve"), _sink("o"), CONFIG)
     assert (
         close.url == "https://api.opsgenie.com/v2/alerts/flagsched%3A1/close?identifierType=alias"
     )
@@ -142,7 +144,7 @@ def test_the_webhook_signature_is_the_documented_hmac():
 
     digest = _digest(_notices(3))
     now = datetime(2026, 12, 1, 12, tzinfo=UTC)
-    req = webhook.render(digest, CONFIG.sinks["w"], CONFIG, now)
+    req = webhook.render(digest, _sink("w"), CONFIG, now)
     msg_id, ts = req.headers["webhook-id"], req.headers["webhook-timestamp"]
     assert ts == str(int(now.timestamp()))
     expected = hmac.new(b"s" * 32, f"{msg_id}.{ts}.".encode() + req.body, hashlib.sha256).digest()
@@ -151,7 +153,7 @@ def test_the_webhook_signature_is_the_documented_hmac():
     assert set(body) == {"type", "timestamp", "data"}
     assert body["type"] == "flagsched.dead_lettered"
     assert body["data"]["schedule_ids"] == [1, 2, 3]
-    later = webhook.render(digest, CONFIG.sinks["w"], CONFIG, now + timedelta(minutes=5))
+    later = webhook.render(digest, _sink("w"), CONFIG, now + timedelta(minutes=5))
     assert later.headers["webhook-id"] == msg_id  # the same across retries
     assert later.body == req.body
 
