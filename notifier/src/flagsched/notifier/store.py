@@ -163,7 +163,7 @@ def resolve_applied(
     incident_sinks = [name for name, s in config.sinks.items() if s.type in INCIDENT_SINKS]
     rows = conn.execute(
         "SELECT DISTINCT sink, dedup_key, rule, kind FROM notification_messages"
-        " WHERE action = 'trigger' AND resolved_at IS NULL AND schedule_ids && %s"
+        " WHERE action = 'trigger' AND resolved_at IS NULL AND schedule_ids && %s::bigint[]"
         " AND sink = ANY(%s)",
         (sorted(by_id), incident_sinks),
     ).fetchall()
