@@ -327,3 +327,115 @@ def test_urls_resolving_to_loopback_metadata_or_private_addresses_are_refused_un
     assert sorted(asked) == ["loop.example", "meta.example", "private.example"]
     errors = [r["last_error"] for r in db.execute("SELECT last_error FROM notification_messages")]
     assert all("SSRF" in e for e in errors) and any("metadata" in e for e in errors)
+
+
+def _notifier_process(settings, notify, config_path: str, **env: str):
+    import subprocess
+    import sys
+
+    from tests.support.pipeline import settings_env
+
+    environ = settings_env(settings)
+    environ.update(
+        {
+            "FLAGSCHED_NOTIFY_CONFIG": config_path,
+            "FLAGSCHED_NOTIFY_GROUP_ID": notify.group_id,
+            "FLAGSCHED_NOTIFY_ALLOW_INSECURE": "true",
+            "FLAGSCHED_NOTIFY_RETRY_BASE_S": "0.2",
+            "FLAGSCHED_NOTIFY_RETRY_CAP_S": "1",
+            "FLAGSCHED_NOTIFY_TICK_S": "0.05",
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "flagsched.cli", "notifier"],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_kill_9_of_the_notifier_mid_burst_loses_nothing(settings, db, recv, tmp_path):
+    import os
+    import signal
+
+    from tests.support.notify import config_file, sinks_for
+
+    sids = add_dead_schedules(db, 1000)
+    hook, slack = recv["webhook"], recv["slack"]
+    used = {"webhook": hook, "slack": slack}
+    path = config_file(
+        tmp_path,
+        {
+            "sinks": sinks_for(used),
+            "rules": [
+                {
+                    "name": "dead",
+                    "events": ["dead_lettered"],
+                    "sinks": sorted(used),
+                    "group_wait_s": 0.5,
+                    "group_interval_s": 1,
+                    "rate_limit_per_min": 60,
+                }
+            ],
+        },
+    )
+    notify = notify_settings()
+    first = _notifier_process(settings, notify, path, FLAGSCHED_MAX_POLL_RECORDS="20")
+    try:
+        publish_lifecycle(settings, [lifecycle(sid) for sid in sids])
+        count = lambda: db.execute("SELECT count(*) AS n FROM notification_deliveries").fetchone()[
+            "n"
+        ]  # noqa: E731
+        wait_until(lambda: count() >= 300, what="the first deliveries recorded", timeout_s=90)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+        at_kill = count()
+        sent_at_kill = len(hook.accepted())
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert at_kill < 2000, "the kill came after the burst: lower the poll size"
+    second = _notifier_process(settings, notify, path)
+    try:
+        wait_until(lambda: count() == 2000, what="every (event, sink) recorded", timeout_s=90)
+        wait_until(
+            lambda: (
+                {s for r in hook.accepted() for s in r.json["data"]["schedule_ids"]} == set(sids)
+            ),
+            what="all 1,000 at the webhook",
+            timeout_s=90,
+        )
+        wait_until(
+            lambda: (
+                db.execute(
+                    "SELECT count(*) AS n FROM notification_messages WHERE status <> 'sent'"
+                ).fetchone()["n"]
+                == 0
+            ),
+            what="every message sent",
+            timeout_s=90,
+        )
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=30)
+    # A message may be sent again after a kill, but only under its own webhook-id.
+    by_id: dict[str, set[bytes]] = {}
+    for r in hook.accepted():
+        by_id.setdefault(r.headers["webhook-id"], set()).add(r.body)
+    assert all(len(bodies) == 1 for bodies in by_id.values())
+    seen = Counter(
+        s
+        for bodies in by_id.values()
+        for body in bodies
+        for s in json.loads(body)["data"]["schedule_ids"]
+    )
+    assert set(seen) == set(sids) and max(seen.values()) == 1  # no schedule under two ids
+    assert statuses(db) == {"sent": 2000}
+    assert hook.problems == [] and slack.problems == []
+    print(
+        f"\nkill -9 after {at_kill} of 2000 deliveries recorded and {sent_at_kill} webhook"
+        f" message(s) sent; after the restart: {len(by_id)} webhook message(s),"
+        f" {len(slack.accepted())} Slack message(s), nothing lost"
+    )

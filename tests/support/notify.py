@@ -165,7 +165,7 @@ def running_notifier(
     """The notifier in a thread, joined to its group when the block starts."""
     notifier = Notifier(settings, notify, config, **kw)
     with Running(notifier.run, "notifier"):
-        wait_until(notifier.ready.is_set, timeout_s=30, what="the notifier's assignment")
+        wait_until(notifier.ready.is_set, timeout_s=90, what="the notifier's assignment")
         yield notifier
 
 
