@@ -13,7 +13,6 @@ from flagsched.notifier.errors import Refused
 from flagsched.schemas.events import BreakerState, ControlEvent, LifecycleType
 from tests.support.notify import (
     NEW_SECRET,
-    OLD_SECRET,
     add_dead_schedules,
     config_for,
     lifecycle,
@@ -200,7 +199,8 @@ def test_429_500_and_a_receiver_down_for_a_while_still_deliver_everything(settin
     assert all(n == 1 for n in by_id.values())
     assert hook.problems == [] and pd.problems == [] and slack.problems == []
     row = db.execute(
-        "SELECT attempts, status FROM notification_messages WHERE sink = 'pagerduty' ORDER BY created_at LIMIT 1"
+        "SELECT attempts, status FROM notification_messages WHERE sink = 'pagerduty'"
+        " ORDER BY created_at LIMIT 1"
     ).fetchone()
     assert row["status"] == "sent" and row["attempts"] >= 3
 
@@ -385,9 +385,12 @@ def test_kill_9_of_the_notifier_mid_burst_loses_nothing(settings, db, recv, tmp_
     first = _notifier_process(settings, notify, path, FLAGSCHED_MAX_POLL_RECORDS="20")
     try:
         publish_lifecycle(settings, [lifecycle(sid) for sid in sids])
-        count = lambda: db.execute("SELECT count(*) AS n FROM notification_deliveries").fetchone()[
-            "n"
-        ]  # noqa: E731
+
+        def count() -> int:
+            return int(
+                db.execute("SELECT count(*) AS n FROM notification_deliveries").fetchone()["n"]
+            )
+
         wait_until(lambda: count() >= 300, what="the first deliveries recorded", timeout_s=90)
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
