@@ -210,7 +210,7 @@ def test_a_410_disables_the_endpoint(settings, db, recv):
     hook = recv["webhook"]
     hook.respond((410, {}))
     config = config_for({"webhook": hook}, group_wait_s=0, group_interval_s=0)
-    with running_notifier(settings, notify_settings(), config):
+    with running_notifier(settings, notify_settings(), config) as notifier:
         publish_lifecycle(settings, [lifecycle(sids[0])])
         wait_until(
             lambda: db.execute(
@@ -221,6 +221,11 @@ def test_a_410_disables_the_endpoint(settings, db, recv):
         publish_lifecycle(settings, [lifecycle(sids[1])])
         wait_until(lambda: statuses(db).get("disabled") == 2, what="both deliveries disabled")
     assert [r.answered for r in hook.received] == [410]  # nothing more was sent to it
+    sample = notifier.metrics.registry.get_sample_value
+    dropped = {"sink": "webhook", "reason": "disabled"}
+    assert sample("flagsched_notifications_dropped_total", dropped) == 2
+    assert sample("flagsched_notifications_failed_total", {"sink": "webhook"}) == 1
+    assert sample("flagsched_notifications_sent_total", {"sink": "webhook"}) == 0
 
 
 def test_a_burst_of_1000_dead_letters_makes_at_most_3_slack_messages_and_one_incident(
@@ -228,7 +233,7 @@ def test_a_burst_of_1000_dead_letters_makes_at_most_3_slack_messages_and_one_inc
 ):
     sids = add_dead_schedules(db, 1000)
     config = config_for(recv, group_wait_s=2, group_interval_s=5)
-    with running_notifier(settings, notify_settings(), config):
+    with running_notifier(settings, notify_settings(), config) as notifier:
         started = time.monotonic()
         publish_lifecycle(settings, [lifecycle(sid) for sid in sids])
         published = time.monotonic() - started
@@ -240,16 +245,7 @@ def test_a_burst_of_1000_dead_letters_makes_at_most_3_slack_messages_and_one_inc
             what="all 1,000 at the webhook",
             timeout_s=60,
         )
-        wait_until(
-            lambda: (
-                db.execute(
-                    "SELECT count(*) AS n FROM notification_messages WHERE status <> 'sent'"
-                ).fetchone()["n"]
-                == 0
-            ),
-            what="every message sent",
-            timeout_s=60,
-        )
+        wait_until(lambda: statuses(db) == {"sent": 4000}, what="every delivery sent", timeout_s=60)
         took = time.monotonic() - started
     slack = recv["slack"].accepted()
     pd_keys = {r.json["dedup_key"] for r in recv["pagerduty"].accepted()}
@@ -261,6 +257,9 @@ def test_a_burst_of_1000_dead_letters_makes_at_most_3_slack_messages_and_one_inc
         f" webhook {len(recv['webhook'].accepted())} request(s)"
     )
     assert 1 <= len(slack) <= 3
+    sample = notifier.metrics.registry.get_sample_value
+    assert sample("flagsched_notifications_sent_total", {"sink": "slack"}) == len(slack)
+    assert sample("flagsched_notifications_recorded_total", {"sink": "webhook"}) == 1000
     assert len(pd_keys) == 1 and len(og_aliases) == 1  # one incident
     assert all(r.problems == [] for r in recv.values())
     assert statuses(db) == {"sent": 4000}
