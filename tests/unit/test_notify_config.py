@@ -163,6 +163,6 @@ def test_example_config_in_the_docs_is_valid(monkeypatch):
     block = re.search(r"```yaml\n(# notify\.yaml.*?)```", doc, re.S)
     assert block, "docs/notifications.md has no ```yaml # notify.yaml example"
     for name in re.findall(r"\$\{([A-Z_]+)\}", block[1]):
-        monkeypatch.setenv(name, "https://hooks.slack.com/services/T/B/X")
-    monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", "R0UTINGKEY0123456789abcdef012345")
+        value = SECRET if "SECRET" in name else "https://hooks.slack.com/services/T/B/X"
+        monkeypatch.setenv(name, value)
     assert parse_config(yaml.safe_load(block[1])).rules
