@@ -441,3 +441,78 @@ def test_kill_9_of_the_notifier_mid_burst_loses_nothing(settings, db, recv, tmp_
         f" message(s) sent; after the restart: {len(by_id)} webhook message(s),"
         f" {len(slack.accepted())} Slack message(s), nothing lost"
     )
+
+
+def test_a_real_worker_dead_letter_reaches_the_webhook(settings, db, recv):
+    """The whole way: dispatcher, worker (a missing flag is a permanent failure), the
+    lifecycle topic, the notifier, the signed webhook."""
+    from tests.support.pipeline import add_schedule, running_dispatcher, running_worker
+
+    hook = recv["webhook"]
+    config = config_for({"webhook": hook}, group_wait_s=0)
+    with (
+        running_notifier(settings, notify_settings(), config),
+        running_worker(settings),
+        running_dispatcher(settings),
+    ):
+        sid = add_schedule(db, "missing.flag", {"enabled": True}, priority="critical")
+        wait_until(hook.accepted, what="the webhook", timeout_s=60)
+    event = hook.accepted()[0].json["data"]["events"][0]
+    assert event["schedule_id"] == sid and event["flag_key"] == "missing.flag"
+    assert event["reason"] == "permanent" and event["error_class"] == "flag_not_found"
+    assert event["priority"] == "critical"  # read from the schedule's row
+    assert hook.problems == []
+
+
+def test_poison_records_are_announced_and_other_dead_letters_only_once(settings, db, recv):
+    """A poison record has no lifecycle event, so the dead-letter topic announces it; an
+    exhausted record is announced by its lifecycle event only. Malformed records on the
+    notifier's topics are skipped, and their offsets still move on."""
+    from flagsched.schemas.headers import DeadLetterReason, RecordHeaders
+
+    hook = recv["webhook"]
+    config = config_for({"webhook": hook}, group_wait_s=0, group_interval_s=0)
+    layout = settings.topic_layout()
+    poison = RecordHeaders(
+        attempt=1, due_ms=0, dlt_reason=DeadLetterReason.POISON, error_message="not JSON"
+    )
+    exhausted = RecordHeaders(attempt=4, due_ms=0, dlt_reason=DeadLetterReason.EXHAUSTED)
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    producer.send(layout.dead_letter, value=b"\xff not json", headers=poison.encode())
+    producer.send(layout.dead_letter, value=b"{}", headers=exhausted.encode())
+    producer.send(layout.lifecycle, value=b"{ broken")
+    producer.flush()
+    producer.close()
+    notify = notify_settings()
+    with running_notifier(settings, notify, config) as notifier:
+        wait_until(hook.accepted, what="the poison notice")
+        wait_until(
+            lambda: (
+                notifier.metrics.registry.get_sample_value(
+                    "flagsched_notifications_sent_total", {"sink": "webhook"}
+                )
+                == 1
+            ),
+            what="the metric",
+        )
+    rows = db.execute("SELECT event_key, status FROM notification_deliveries").fetchall()
+    assert [r["event_key"].split(":")[0] for r in rows] == ["dead-letter"]
+    (event,) = hook.accepted()[0].json["data"]["events"]
+    assert event["reason"] == "poison" and event["error_message"] == "not JSON"
+    from kafka import KafkaConsumer, TopicPartition
+
+    reader = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=notify.group_id,
+        enable_auto_commit=False,
+    )
+    by_topic: Counter[str] = Counter()
+    try:
+        for topic in (layout.lifecycle, layout.dead_letter):
+            for partition in reader.partitions_for_topic(topic) or ():
+                by_topic[topic] += reader.committed(TopicPartition(topic, partition)) or 0
+    finally:
+        reader.close()
+    assert by_topic[layout.lifecycle] == 1 and by_topic[layout.dead_letter] == 2
