@@ -516,3 +516,29 @@ def test_poison_records_are_announced_and_other_dead_letters_only_once(settings,
     finally:
         reader.close()
     assert by_topic[layout.lifecycle] == 1 and by_topic[layout.dead_letter] == 2
+
+
+def test_a_retry_backlog_over_the_threshold_pages_and_resolves_when_it_drains(settings, db, recv):
+    pd, slack = recv["pagerduty"], recv["slack"]
+    config = config_for(
+        {"pagerduty": pd, "slack": slack},
+        events=["backlog"],
+        backlog_over=3,
+        group_wait_s=0,
+        dedup_window_s=600,
+    )
+    sids = add_dead_schedules(db, 5)
+    db.execute("UPDATE flag_schedules SET status = 'retrying' WHERE id = ANY(%s)", (sids[:3],))
+    with running_notifier(settings, notify_settings(backlog_check_s=0.2), config) as notifier:
+        wait_until(lambda: notifier.last_backlog == 3, what="a check counting 3 retrying")
+        assert statuses(db) == {}  # not over the threshold of 3
+        db.execute("UPDATE flag_schedules SET status = 'retrying' WHERE id = ANY(%s)", (sids,))
+        wait_until(lambda: pd.accepted() and slack.accepted(), what="the backlog page")
+        db.execute("UPDATE flag_schedules SET status = 'applied' WHERE id = ANY(%s)", (sids,))
+        wait_until(lambda: len(pd.accepted()) == 2, what="the resolve")
+    trigger, resolve = (r.json for r in pd.accepted())
+    assert trigger["dedup_key"] == resolve["dedup_key"] == "flagsched:backlog:dead-letters"
+    assert "5 schedules waiting for a retry (threshold 3)" in trigger["payload"]["summary"]
+    assert resolve["event_action"] == "resolve"
+    assert len(slack.accepted()) == 1  # later checks in the dedup window add nothing
+    assert pd.problems == [] and slack.problems == []

@@ -95,6 +95,7 @@ def test_a_toml_file_loads_too(tmp_path):
         (lambda y: y.replace(SECRET, "hunter2"), "sinks.hook.webhook.secrets.0"),
         (lambda y: y.replace("${TEST_SLACK_URL}", "${NOT_SET_ANYWHERE}"), "NOT_SET_ANYWHERE"),
         (lambda y: y.replace("name: all-dead", "name: critical-dead"), "rules.1.name"),
+        (lambda y: y.replace("[dead_lettered, applied", "[backlog, applied"), "backlog_over"),
     ],
 )
 def test_a_bad_file_fails_at_start_naming_the_key(tmp_path, monkeypatch, change, named):

@@ -76,6 +76,7 @@ class EventKind(StrEnum):
     APPLIED_AFTER_RETRIES = "applied_after_retries"
     BREAKER_OPENED = "breaker_opened"
     BREAKER_CLOSED = "breaker_closed"
+    BACKLOG = "backlog"
 
 
 class _Model(BaseModel):
@@ -146,6 +147,14 @@ class Rule(_Model):
     group_wait_s: float = Field(default=10.0, ge=0, le=3600)
     group_interval_s: float = Field(default=60.0, ge=0, le=24 * 3600)
     rate_limit_per_min: int = Field(default=6, ge=1)
+    #: ``backlog``: more schedules than this waiting for a retry (status ``retrying``).
+    backlog_over: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _backlog_threshold(self) -> Rule:
+        if EventKind.BACKLOG in self.events and self.backlog_over is None:
+            raise ValueError("backlog_over: the backlog event needs a threshold")
+        return self
 
 
 class Links(_Model):

@@ -25,6 +25,7 @@ _VERB = {
     EventKind.APPLIED_AFTER_RETRIES: "applied after retries",
     EventKind.BREAKER_OPENED: "breaker openings",
     EventKind.BREAKER_CLOSED: "breaker closings",
+    EventKind.BACKLOG: "backlog checks over the threshold",
 }
 
 
@@ -75,6 +76,7 @@ class Digest:
         return {
             EventKind.DEAD_LETTERED: "error",
             EventKind.RETRY_SCHEDULED: "warning",
+            EventKind.BACKLOG: "warning",
         }.get(self.kind, "info")
 
     def links(self, links: Links) -> list[tuple[str, str]]:
@@ -101,10 +103,13 @@ def trigger_key(rule: str, kind: EventKind, notices: list[Notice], episode: str 
     One schedule outside a burst: ``flagsched:<schedule id>``, so a later apply
     resolves exactly that incident. A breaker change: ``flagsched:breaker``, resolved
     when it closes. A burst: ``flagsched:<rule>:<kind>:<episode>``, the same for every
-    digest of the burst, so a burst is one incident.
+    digest of the burst, so a burst is one incident. The retry backlog of a rule:
+    ``flagsched:backlog:<rule>``, resolved when the backlog is back under its threshold.
     """
     if kind in (EventKind.BREAKER_OPENED, EventKind.BREAKER_CLOSED):
         return "flagsched:breaker"
+    if kind is EventKind.BACKLOG:
+        return f"flagsched:backlog:{rule}"
     if episode is None and len(notices) == 1 and notices[0].schedule_id is not None:
         return f"flagsched:{notices[0].schedule_id}"
     return f"flagsched:{rule}:{kind.value}:{episode or 'burst'}"

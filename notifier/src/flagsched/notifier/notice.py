@@ -48,7 +48,10 @@ class Notice(BaseModel):
             EventKind.APPLIED_AFTER_RETRIES: "applied after retries",
             EventKind.BREAKER_OPENED: "circuit breaker opened",
             EventKind.BREAKER_CLOSED: "circuit breaker closed",
+            EventKind.BACKLOG: "retry backlog over its threshold",
         }[self.kind]
+        if self.kind is EventKind.BACKLOG:
+            return f"flagsched {what}: {self.detail}"
         if self.schedule_id is None:
             subject = "flagsched" if self.kind.value.startswith("breaker") else "poison record"
         else:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime
 from typing import Any
 
 import psycopg
 
+from flagsched.notifier.backlog import check_backlog
 from flagsched.notifier.config import NotifyConfig
 from flagsched.notifier.decode import Decoded, RecordDecoder
 from flagsched.notifier.flush import flush_due
@@ -70,6 +72,9 @@ class Notifier:
         )
         self.outbox = Outbox(config, self.transport, notify.retry_policy(), self.metrics)
         self.ready = threading.Event()
+        self._next_backlog_check = 0.0
+        #: The retry backlog at the last check (None: not checked by this notifier).
+        self.last_backlog: int | None = None
         self._dsn = settings.require_database_url()
 
     def _connect(self, stop: threading.Event) -> DictConnection:
@@ -179,7 +184,11 @@ class Notifier:
             conn.close()
 
     def deliver_once(self, conn: DictConnection, stop: threading.Event | None = None) -> int:
-        """Flush due digests, then send every due message a sink may send now."""
+        """Count the backlog when it is time, flush due digests, then send every due
+        message a sink may send now."""
+        if time.monotonic() >= self._next_backlog_check:
+            self._next_backlog_check = time.monotonic() + self.notify.backlog_check_s
+            self.last_backlog = check_backlog(conn, self.config, db_now(conn))
         flush_due(conn, self.config, db_now(conn))
         sent = 0
         while stop is None or not stop.is_set():

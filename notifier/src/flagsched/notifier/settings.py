@@ -31,6 +31,8 @@ class NotifySettings(BaseSettings):
     max_attempts: int = Field(default=30, ge=1, le=1000)
     #: The delivery loop's longest sleep between looks at the outbox.
     tick_s: float = Field(default=0.25, gt=0, le=60)
+    #: How often the retry backlog is counted for rules with the ``backlog`` event.
+    backlog_check_s: float = Field(default=30.0, gt=0)
     #: Breaker changes older than this when first read (a restart) are not announced.
     breaker_max_age_s: float = Field(default=600.0, gt=0)
 
