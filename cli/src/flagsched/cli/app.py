@@ -166,7 +166,7 @@ def _cmd_notify_test(args: argparse.Namespace, _settings: Settings) -> int:
 
     notify, config = _notify_parts()
     guard = Guard(allow_insecure=notify.allow_insecure, allow=config.network.allow)
-    transport = Transport(guard, timeout_s=notify.http_timeout_s)
+    transport = Transport(guard, timeout_s=notify.http_timeout_s, ca_file=notify.ca_file)
     try:
         for line in send_test(config, transport, args.sink):
             print(line)

@@ -68,7 +68,10 @@ class Notifier:
             allow_insecure=notify.allow_insecure, allow=config.network.allow, resolver=resolver
         )
         self.transport = Transport(
-            guard, timeout_s=notify.http_timeout_s, max_response_bytes=notify.max_response_bytes
+            guard,
+            timeout_s=notify.http_timeout_s,
+            max_response_bytes=notify.max_response_bytes,
+            ca_file=notify.ca_file,
         )
         self.outbox = Outbox(config, self.transport, notify.retry_policy(), self.metrics)
         self.ready = threading.Event()

@@ -22,6 +22,8 @@ class NotifySettings(BaseSettings):
     group_id: str = "flagsched-notifier"
     #: Plain http to loopback receivers; for tests only.
     allow_insecure: bool = False
+    #: A PEM file of extra CAs to trust (a private CA in front of internal receivers).
+    ca_file: Path | None = None
     http_timeout_s: float = Field(default=10.0, gt=0, le=120)
     max_response_bytes: int = Field(default=64 * 1024, ge=1024)
     #: Retries of one message: capped, jittered backoff (schemas.retry.policy) over hours.

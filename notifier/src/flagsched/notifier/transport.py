@@ -4,7 +4,9 @@ proxies from the environment, timeouts, and a cap on the response read."""
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -25,8 +27,9 @@ class Response:
 
 
 class Transport:
-    """One httpx client for every sink. ``transport`` (an httpx transport) is for
-    tests that must see that nothing was sent."""
+    """One httpx client for every sink. ``ca_file`` adds trusted CAs to the system's
+    (a private CA); ``transport`` (an httpx transport) is for tests that must see that
+    nothing was sent."""
 
     def __init__(
         self,
@@ -35,10 +38,15 @@ class Transport:
         timeout_s: float = 10.0,
         max_response_bytes: int = 64 * 1024,
         transport: httpx.BaseTransport | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         self.guard = guard
         self._cap = max_response_bytes
+        verify = ssl.create_default_context()
+        if ca_file is not None:
+            verify.load_verify_locations(cafile=str(ca_file))
         self._client = httpx.Client(
+            verify=verify,
             follow_redirects=False,
             trust_env=False,  # a proxy from the environment would bypass the address check
             timeout=httpx.Timeout(timeout_s),
