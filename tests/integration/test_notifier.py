@@ -205,7 +205,7 @@ def test_429_500_and_a_receiver_down_for_a_while_still_deliver_everything(settin
     assert row["status"] == "sent" and row["attempts"] >= 3
 
 
-def test_a_410_disables_the_endpoint(settings, db, recv):
+def test_a_410_disables_the_endpoint(settings, db, recv, monkeypatch, capsys):
     sids = add_dead_schedules(db, 2)
     hook = recv["webhook"]
     hook.respond((410, {}))
@@ -221,6 +221,18 @@ def test_a_410_disables_the_endpoint(settings, db, recv):
         publish_lifecycle(settings, [lifecycle(sids[1])])
         wait_until(lambda: statuses(db).get("disabled") == 2, what="both deliveries disabled")
     assert [r.answered for r in hook.received] == [410]  # nothing more was sent to it
+    from flagsched.admin.notifications import recent_deliveries, render_deliveries
+
+    shown = recent_deliveries(db, status="disabled", sink="webhook")
+    assert sorted(r.schedule_id or 0 for r in shown) == sorted(sids)
+    assert any(r.response_code == 410 and "410" in (r.last_error or "") for r in shown)
+    assert "disabled" in render_deliveries(shown)
+    from flagsched.cli.app import main
+
+    monkeypatch.setenv("FLAGSCHED_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("FLAGSCHED_KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers)
+    assert main(["notify", "deliveries", "--status", "disabled", "--json"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
     sample = notifier.metrics.registry.get_sample_value
     dropped = {"sink": "webhook", "reason": "disabled"}
     assert sample("flagsched_notifications_dropped_total", dropped) == 2

@@ -175,6 +175,19 @@ def _cmd_notify_test(args: argparse.Namespace, _settings: Settings) -> int:
     return 0
 
 
+def _cmd_notify_deliveries(args: argparse.Namespace, settings: Settings) -> int:
+    from flagsched.admin.notifications import recent_deliveries, render_deliveries
+    from flagsched.runtime.db.connect import connect
+
+    settings = with_endpoints(settings, start=False)
+    with connect(
+        settings.require_database_url(), timeout_s=settings.connect_timeout_s, autocommit=True
+    ) as conn:
+        rows = recent_deliveries(conn, status=args.status, sink=args.sink, limit=args.limit)
+    print(render_deliveries(rows, as_json=args.json), end="")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from flagsched.demo.run import run_demo
 
@@ -246,6 +259,24 @@ def build_parser() -> argparse.ArgumentParser:
     n_test = n_sub.add_parser("test", help="send a test event to one sink of the rules file")
     n_test.add_argument("--sink", required=True, help="the sink's name in the rules file")
     n_test.set_defaults(handler=_cmd_notify_test)
+    n_list = n_sub.add_parser("deliveries", help="the latest deliveries, newest first")
+    n_list.add_argument(
+        "--status",
+        choices=[
+            "pending",
+            "queued",
+            "retrying",
+            "sent",
+            "failed",
+            "suppressed",
+            "dropped",
+            "disabled",
+        ],
+    )
+    n_list.add_argument("--sink", help="only this sink")
+    n_list.add_argument("--limit", type=int, default=50, help="how many rows (default 50)")
+    n_list.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    n_list.set_defaults(handler=_cmd_notify_deliveries)
     schemas = sub.add_parser("schemas", help="the exported contract", description="contract")
     s_sub = schemas.add_subparsers(dest="schemas_command", required=True, metavar="ACTION")
     export = s_sub.add_parser(
