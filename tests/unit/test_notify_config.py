@@ -167,3 +167,23 @@ def test_example_config_in_the_docs_is_valid(monkeypatch):
         value = SECRET if "SECRET" in name else "https://hooks.slack.com/services/T/B/X"
         monkeypatch.setenv(name, value)
     assert parse_config(yaml.safe_load(block[1])).rules
+
+
+def test_every_notifier_setting_is_documented():
+    from flagsched.notifier.settings import NotifySettings
+
+    doc = Path(__file__).resolve().parents[2].joinpath("docs", "notifications.md").read_text()
+    for name in NotifySettings.model_fields:
+        var = f"FLAGSCHED_NOTIFY_{name.upper()}"
+        short = "_" + name.upper() if name.startswith("retry_") else None
+        assert var in doc or (short and f"`{short}`" in doc), (
+            f"{var} is not in docs/notifications.md"
+        )
+
+
+def test_a_bad_setting_names_its_variable(monkeypatch):
+    from flagsched.notifier.settings import load_notify_settings
+
+    monkeypatch.setenv("FLAGSCHED_NOTIFY_HTTP_TIMEOUT_S", "-1")
+    with pytest.raises(ConfigError, match="FLAGSCHED_NOTIFY_HTTP_TIMEOUT_S"):
+        load_notify_settings()
