@@ -88,7 +88,7 @@ class Result:
 
 
 class Outbox:
-    """Sends what is due. ``pace`` keeps each sink's ``min_interval_s`` (Slack: 1 s)."""
+    """Sends what is due, keeping each endpoint's ``min_interval_s`` (Slack: 1 s)."""
 
     def __init__(
         self,
@@ -106,7 +106,9 @@ class Outbox:
     def send_one(self, conn: DictConnection, now: datetime) -> Result | None:
         """Send the oldest due message of a sink that may send now; None if none."""
         clock = time.monotonic()
-        ready = [s for s in self.config.sinks if self._next_send.get(s, 0.0) <= clock]
+        ready = [
+            s for s in self.config.sinks if self._next_send.get(self._pace_key(s), 0.0) <= clock
+        ]
         if not ready:
             return None
         with conn.transaction():
@@ -114,6 +116,10 @@ class Outbox:
             if row is None:
                 return None
             return self._attempt(conn, row, now)
+
+    def _pace_key(self, sink_name: str) -> str:
+        # By URL: two sinks posting to one Slack webhook share its one message a second.
+        return url_fingerprint(self.config.sinks[sink_name])
 
     def _attempt(self, conn: DictConnection, row: dict[str, Any], now: datetime) -> Result:
         sink_name = row["sink"]
@@ -123,7 +129,7 @@ class Outbox:
         code: int | None = None
         try:
             request = render(digest, sink_name, self.config, now)
-            self._next_send[sink_name] = time.monotonic() + sink.min_interval_s
+            self._next_send[self._pace_key(sink_name)] = time.monotonic() + sink.min_interval_s
             response = self.transport.send(request)
             code = response.status
             verdict = judge(sink.type, response.status, response.headers, response.body)
