@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from kafka.errors import KafkaError
 
 from flagsched.notifier.backlog import check_backlog
 from flagsched.notifier.config import NotifyConfig
@@ -104,8 +105,18 @@ class Notifier:
     # --- intake --------------------------------------------------------------------
     def _intake_loop(self, stop: threading.Event) -> None:
         consumer: Any = wait_for(
-            lambda: make_consumer(self.settings, group_id=self.notify.group_id),
+            # A short metadata age: a group joined before the topics' metadata arrived is
+            # rebalanced within seconds, not after kafka-python's default five minutes.
+            lambda: make_consumer(
+                self.settings, group_id=self.notify.group_id, metadata_max_age_ms=10_000
+            ),
             what="Kafka (FLAGSCHED_KAFKA_BOOTSTRAP_SERVERS)",
+            deadline_s=self.settings.startup_timeout_s,
+            stop=stop,
+        )
+        wait_for(
+            lambda: self._topics_ready(consumer),
+            what="the notifier's topics",
             deadline_s=self.settings.startup_timeout_s,
             stop=stop,
         )
@@ -129,10 +140,22 @@ class Notifier:
                     stop.wait(self.settings.infra_pause_s)
                     conn = self._connect(stop)
                     continue
-                consumer.commit()  # only now: every delivery of the batch is in the table
+                try:
+                    consumer.commit()  # only now: every delivery of the batch is in the table
+                except KafkaError as exc:
+                    # A rebalance took the partitions: their new owner re-reads the batch,
+                    # and recording it again is a no-op (the deliveries' primary key).
+                    log.warning("offsets not committed (%s): the batch will be re-read", exc)
         finally:
             consumer.close(autocommit=False)
             conn.close()
+
+    def _topics_ready(self, consumer: Any) -> None:
+        missing = [t for t in self.decoder.topics if not consumer.partitions_for_topic(t)]
+        if missing:
+            raise ServiceUnavailable(
+                f"topics {', '.join(missing)} have no partitions yet (flagsched topics create)"
+            )
 
     def take(self, conn: DictConnection, records: list[Any]) -> int:
         """Record the deliveries of one batch of records in one transaction; returns
