@@ -6,6 +6,7 @@
 #   docker run --rm -e FLAGSCHED_KAFKA_BOOTSTRAP_SERVERS=... -e FLAGSCHED_DATABASE_URL=... \
 #       flagsched:0.1.0 worker            # the default command
 #   ... flagsched:0.1.0 producer          # the dispatcher
+#   ... flagsched:0.1.0 notifier          # notifications (FLAGSCHED_NOTIFY_CONFIG)
 #   ... flagsched:0.1.0 db migrate        # one-shot setup (idempotent)
 #   ... flagsched:0.1.0 topics create     # one-shot setup (idempotent)
 #
@@ -37,13 +38,14 @@ COPY runtime ./runtime
 COPY producer ./producer
 COPY consumer ./consumer
 COPY admin ./admin
+COPY notifier ./notifier
 
 # The venv gets no pip or setuptools of its own (nothing to patch in the final image);
 # the build stage's pip installs into it. The project's runtime dependencies all have
 # binary wheels for CPython 3.11 on Linux, so no compiler is needed. Runtime
 # dependencies only: the `dev` extra is not installed.
 RUN python -m venv --without-pip /opt/venv \
- && pip wheel --no-deps --wheel-dir /tmp/wheels ./schemas ./runtime ./producer ./consumer ./admin . \
+ && pip wheel --no-deps --wheel-dir /tmp/wheels ./schemas ./runtime ./producer ./consumer ./admin ./notifier . \
  && pip --python /opt/venv/bin/python install /tmp/wheels/*.whl \
  && /opt/venv/bin/flagsched --help > /dev/null
 
@@ -71,8 +73,9 @@ USER 10001:10001
 WORKDIR /home/flagsched
 
 # The conventional metrics ports (set FLAGSCHED_METRICS_PORT and
-# FLAGSCHED_METRICS_ADDR=0.0.0.0 to serve /metrics): worker 9400, dispatcher 9401.
-EXPOSE 9400 9401
+# FLAGSCHED_METRICS_ADDR=0.0.0.0 to serve /metrics): worker 9400, dispatcher 9401,
+# notifier 9402.
+EXPOSE 9400 9401 9402
 
 # Exec form: flagsched is PID 1 and receives SIGTERM itself. It handles it (finish the
 # batch in hand, commit, leave the group), so no init process is needed.

@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The product's parts, each a distribution with its own pyproject.toml (README, "Parts"),
 # sharing the flagsched import namespace; the root distribution is the CLI.
-PARTS := schemas runtime producer consumer admin devtools
+PARTS := schemas runtime producer consumer admin notifier devtools
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(PARTS:%=%/pyproject.toml) | sha1sum | cut -c1-12)
 
 .PHONY: setup system-deps asyncapi-tools go-tools viewers run test lint format typecheck unit integration bench chaos clean dev-up dev-down image

@@ -108,7 +108,7 @@ def test_the_product_installs_without_the_developer_tooling(tmp_path: Path) -> N
     dev stack and the demo are not there, and it asks for the user's own services."""
     env_dir = tmp_path / "product"
     venv.create(env_dir, with_pip=True)
-    parts = ["./schemas", "./runtime", "./producer", "./consumer", "./admin", "."]
+    parts = ["./schemas", "./runtime", "./producer", "./consumer", "./admin", "./notifier", "."]
     install = subprocess.run(
         [str(env_dir / "bin" / "python"), "-m", "pip", "install", "-q", *parts],
         cwd=ROOT,
@@ -122,7 +122,7 @@ def test_the_product_installs_without_the_developer_tooling(tmp_path: Path) -> N
     usage = subprocess.run([cli, "--help"], capture_output=True, text=True, env=clean, timeout=60)
     assert usage.returncode == 0, usage.stderr
     commands = set(re.findall(r"^    ([a-z-]+)", usage.stdout, re.MULTILINE))
-    assert {"worker", "producer", "db", "topics", "stats"} <= commands
+    assert {"worker", "producer", "db", "topics", "stats", "notifier", "notify"} <= commands
     assert not commands & {"dev", "demo"}
     run = subprocess.run(
         [cli, "db", "migrate"], capture_output=True, text=True, env=clean, timeout=60

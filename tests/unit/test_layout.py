@@ -21,6 +21,7 @@ PARTS = {
     "producer": {"producer"},
     "consumer": {"consumer"},
     "admin": {"admin"},
+    "notifier": {"notifier"},
     "devtools": {"devstack", "demo"},
     ".": {"cli"},
 }
@@ -36,6 +37,8 @@ IMPORT_NAME = {
     "opentelemetry-exporter-otlp-proto-http": "opentelemetry",
     "prometheus-client": "prometheus_client",
     "rich": "rich",
+    "httpx": "httpx",
+    "pyyaml": "yaml",
     "testcontainers": "testcontainers",
 }
 #: declared without an import of their own: kafka-python uses crc32c when it is there.

@@ -8,11 +8,16 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from flagsched.runtime.errors import ConfigError, FlagschedError
 from flagsched.runtime.settings import Settings, load_settings
 from flagsched.runtime.telemetry.metrics import Metrics
 from flagsched.runtime.telemetry.tracing import Tracing, setup_tracing
+
+if TYPE_CHECKING:
+    from flagsched.notifier.config import NotifyConfig
+    from flagsched.notifier.settings import NotifySettings
 
 log = logging.getLogger("flagsched")
 
@@ -127,6 +132,62 @@ def _cmd_producer(_args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _notify_parts() -> tuple[NotifySettings, NotifyConfig]:
+    from flagsched.notifier.config import load_config
+    from flagsched.notifier.settings import load_notify_settings
+
+    notify = load_notify_settings()
+    if notify.config is None:
+        raise ConfigError("FLAGSCHED_NOTIFY_CONFIG is not set: name the rules file (YAML or TOML)")
+    return notify, load_config(notify.config)
+
+
+def _cmd_notifier(_args: argparse.Namespace, settings: Settings) -> int:
+    from flagsched.notifier.metrics import NotifierMetrics
+    from flagsched.notifier.service import Notifier
+
+    notify, config = _notify_parts()  # a bad rules file fails before anything connects
+    settings = with_endpoints(settings, start=False)
+    metrics = NotifierMetrics(list(config.sinks))
+    stop_metrics: Callable[[], None] = lambda: None  # noqa: E731
+    if settings.metrics_port is not None:
+        stop_metrics = metrics.serve(settings.metrics_port, settings.metrics_addr).stop
+    try:
+        Notifier(settings, notify, config, metrics=metrics).run(_stop_on_signals())
+    finally:
+        stop_metrics()
+    return 0
+
+
+def _cmd_notify_test(args: argparse.Namespace, _settings: Settings) -> int:
+    from flagsched.notifier.guard import Guard
+    from flagsched.notifier.testsend import send_test
+    from flagsched.notifier.transport import Transport
+
+    notify, config = _notify_parts()
+    guard = Guard(allow_insecure=notify.allow_insecure, allow=config.network.allow)
+    transport = Transport(guard, timeout_s=notify.http_timeout_s, ca_file=notify.ca_file)
+    try:
+        for line in send_test(config, transport, args.sink):
+            print(line)
+    finally:
+        transport.close()
+    return 0
+
+
+def _cmd_notify_deliveries(args: argparse.Namespace, settings: Settings) -> int:
+    from flagsched.admin.notifications import recent_deliveries, render_deliveries
+    from flagsched.runtime.db.connect import connect
+
+    settings = with_endpoints(settings, start=False)
+    with connect(
+        settings.require_database_url(), timeout_s=settings.connect_timeout_s, autocommit=True
+    ) as conn:
+        rows = recent_deliveries(conn, status=args.status, sink=args.sink, limit=args.limit)
+    print(render_deliveries(rows, as_json=args.json), end="")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from flagsched.demo.run import run_demo
 
@@ -187,6 +248,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("worker", _cmd_worker, "run one worker (a consumer in the group) until SIGTERM")
     add("producer", _cmd_producer, "run the due-schedule dispatcher until SIGTERM")
+    add(
+        "notifier",
+        _cmd_notifier,
+        "run the notifier (Slack, PagerDuty, Opsgenie, webhooks; FLAGSCHED_NOTIFY_CONFIG)"
+        " until SIGTERM",
+    )
+    notify = sub.add_parser("notify", help="notifications", description="notifications")
+    n_sub = notify.add_subparsers(dest="notify_command", required=True, metavar="ACTION")
+    n_test = n_sub.add_parser("test", help="send a test event to one sink of the rules file")
+    n_test.add_argument("--sink", required=True, help="the sink's name in the rules file")
+    n_test.set_defaults(handler=_cmd_notify_test)
+    n_list = n_sub.add_parser("deliveries", help="the latest deliveries, newest first")
+    n_list.add_argument(
+        "--status",
+        choices=[
+            "pending",
+            "queued",
+            "retrying",
+            "sent",
+            "failed",
+            "suppressed",
+            "dropped",
+            "disabled",
+        ],
+    )
+    n_list.add_argument("--sink", help="only this sink")
+    n_list.add_argument("--limit", type=int, default=50, help="how many rows (default 50)")
+    n_list.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    n_list.set_defaults(handler=_cmd_notify_deliveries)
     schemas = sub.add_parser("schemas", help="the exported contract", description="contract")
     s_sub = schemas.add_subparsers(dest="schemas_command", required=True, metavar="ACTION")
     export = s_sub.add_parser(

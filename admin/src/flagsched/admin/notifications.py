@@ -1,0 +1,73 @@
+"""``flagsched notify deliveries``: what the notifier sent, is retrying or dropped.
+
+Reads ``notification_deliveries`` and ``notification_messages`` (migration 0008) like
+any other client: the operator surface never imports the notifier. This is what a
+``GET /api/admin/notifications`` returns, once there is an admin HTTP API.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+_RECENT = """
+SELECT d.event_key, d.sink, d.rule, d.kind, d.schedule_id, d.status, d.attempts,
+       d.response_code, d.next_attempt_at, d.created_at, d.updated_at,
+       m.id AS message_id, m.dedup_key, m.last_error
+  FROM notification_deliveries d
+  LEFT JOIN notification_messages m ON m.id = d.message_id
+ WHERE (%(status)s::text IS NULL OR d.status = %(status)s)
+   AND (%(sink)s::text IS NULL OR d.sink = %(sink)s)
+ ORDER BY d.updated_at DESC, d.event_key
+ LIMIT %(limit)s
+"""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One (event, sink) row with its message's key and last error."""
+
+    event_key: str
+    sink: str
+    rule: str
+    kind: str
+    schedule_id: int | None
+    status: str
+    attempts: int
+    response_code: int | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    message_id: str | None
+    dedup_key: str | None
+    last_error: str | None
+
+
+def recent_deliveries(
+    conn: Any, *, status: str | None = None, sink: str | None = None, limit: int = 50
+) -> list[Delivery]:
+    """The latest deliveries, newest first, optionally of one status or sink."""
+    rows = conn.execute(_RECENT, {"status": status, "sink": sink, "limit": limit}).fetchall()
+    return [
+        Delivery(**{**row, "message_id": str(row["message_id"]) if row["message_id"] else None})
+        for row in rows
+    ]
+
+
+def render_deliveries(rows: list[Delivery], *, as_json: bool = False) -> str:
+    """A table (or JSON lines) for the terminal."""
+    if as_json:
+        return "".join(json.dumps(asdict(r), default=str) + "\n" for r in rows)
+    if not rows:
+        return "no deliveries\n"
+    lines = [f"{'updated':<20} {'sink':<14} {'status':<10} {'att':>3} {'code':>4}  event / error"]
+    for r in rows:
+        detail = r.event_key + (f"  ({r.last_error[:80]})" if r.last_error else "")
+        code = "" if r.response_code is None else str(r.response_code)
+        lines.append(
+            f"{r.updated_at:%Y-%m-%d %H:%M:%S}  {r.sink[:14]:<14} {r.status:<10}"
+            f" {r.attempts:>3} {code:>4}  {detail}"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""flagsched's notifier: Slack, PagerDuty, Opsgenie and signed webhooks (docs/notifications.md)."""

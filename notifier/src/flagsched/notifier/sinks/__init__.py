@@ -1,0 +1,1 @@
+"""One module per vendor: what to send (``render``) and what its answer means (``judge``)."""
