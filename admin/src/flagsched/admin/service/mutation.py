@@ -54,7 +54,7 @@ def run(
     with conn.transaction():
         if key is not None:
             conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", (f"{actor.name}\0{key}",)
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", (f"{actor.name}\x1f{key}",)
             )
             seen = conn.execute(
                 "SELECT request_hash, status, response, location FROM admin_idempotency"
