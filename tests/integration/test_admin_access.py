@@ -94,7 +94,7 @@ def test_a_token_limited_to_a_prefix_sees_and_touches_only_those_flags(settings,
         add_flag(db, key)
         add_schedule(db, key, {"enabled": True}, at=seconds_from_now(600))
     with running_admin(settings, tmp_path) as api:
-        limited = create_token(api.server.admin.admin_tokens_file, "operator", prefixes=("team-a.",))
+        limited = create_token(tmp_path / "tokens.json", "operator", prefixes=("team-a.",))
         with api.client(None, Authorization=f"Bearer {limited}") as client:
             listed = client.get("/api/admin/schedules").json()
             refused = client.post("/api/admin/flags/team-b.y/schedules", json=_CREATE)
@@ -158,7 +158,11 @@ def test_one_audit_row_per_mutating_call_with_who_what_and_where(settings, db, t
     dead = add_schedule(db, "aud", {"enabled": True})
     db.execute("UPDATE flag_schedules SET status = 'dead', retry_count = 1 WHERE id = %s", (dead,))
     calls: list[tuple[str, str, Any]] = [
-        ("POST", "/api/admin/flags/aud/schedules", _CREATE | {"scheduled_at": "2031-01-01T00:00:00Z"}),
+        (
+            "POST",
+            "/api/admin/flags/aud/schedules",
+            _CREATE | {"scheduled_at": "2031-01-01T00:00:00Z"},
+        ),
         ("PATCH", "/api/admin/flags/aud/schedules/2", {"priority": "critical"}),
         ("POST", "/api/admin/flags/aud/schedules/2/cancel", None),
         ("POST", f"/api/admin/flags/aud/schedules/{dead}/retry", None),
@@ -188,7 +192,11 @@ def test_one_audit_row_per_mutating_call_with_who_what_and_where(settings, db, t
     assert {r["source_address"] for r in rows} == {"127.0.0.1"}
     assert [r["actor"] for r in rows] == ["token:operator"] * 4 + ["token:admin"]
     assert rows[1]["before"]["priority"] == "normal" and rows[1]["after"]["priority"] == "critical"
-    assert [e["action"] for e in via_api["items"]] == ["schedule.cancel", "schedule.edit", "schedule.create"]
+    assert [e["action"] for e in via_api["items"]] == [
+        "schedule.cancel",
+        "schedule.edit",
+        "schedule.create",
+    ]
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         db.execute("UPDATE admin_audit SET actor = 'someone else'")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):

@@ -34,7 +34,9 @@ def _iso(moment: datetime) -> str:
 
 
 def _lifecycle(settings: Any, expect: int, timeout_s: float = 10) -> list[dict[str, Any]]:
-    records = read_topic(settings, settings.topic_layout().lifecycle, expect=expect, timeout_s=timeout_s)
+    records = read_topic(
+        settings, settings.topic_layout().lifecycle, expect=expect, timeout_s=timeout_s
+    )
     return [json.loads(r.value) for r in records]
 
 
@@ -58,7 +60,10 @@ def test_create_then_applied_on_time(settings, db, tmp_path):
         due = seconds_from_now(2.0)
         created = client.post(
             "/api/admin/flags/launch/schedules",
-            json={"updates": {"enabled": True, "rollout_percentage": 25}, "scheduled_at": _iso(due)},
+            json={
+                "updates": {"enabled": True, "rollout_percentage": 25},
+                "scheduled_at": _iso(due),
+            },
         )
         assert created.status_code == 201, created.text
         body = created.json()
@@ -78,7 +83,9 @@ def test_create_then_applied_on_time(settings, db, tmp_path):
 
 def test_a_past_time_means_now_and_conflicts_are_named(settings, db, tmp_path):
     add_flag(db, "promo")
-    other = add_schedule(db, "promo", {"enabled": False, "config": {"a": 1}}, at=seconds_from_now(600))
+    other = add_schedule(
+        db, "promo", {"enabled": False, "config": {"a": 1}}, at=seconds_from_now(600)
+    )
     add_schedule(db, "promo", {"rollout_percentage": 5}, at=seconds_from_now(600))  # other fields
     with running_admin(settings, tmp_path) as api, api.client("operator") as client:
         before = datetime.now(UTC)
@@ -109,18 +116,22 @@ def test_cancel_of_a_retry_waiting_in_the_30s_tier_publishes_one_event_within_1s
     settings = make_settings(retry_tiers_s=(0.5, 1.0, 2.0, 30.0))
     add_flag(db, "slow")
     sid = add_schedule(db, "slow", {"enabled": True}, retry_policy={"base_s": 40.0, "cap_s": 40.0})
-    with running_admin(settings, tmp_path) as api, api.client("operator") as client:
-        with running_worker(settings), running_dispatcher(settings):
-            _fail_first_attempt(db, dsn, "slow", sid)
-            wait_until(lambda: status_is(db, sid, "retrying"), what="retrying")
-            tier = settings.topic_layout().tier_topic(30.0)
-            read_topic(settings, tier, expect=1)  # the retry waits in the 30 s tier
-            began = time.monotonic()
-            cancelled = client.post(f"/api/admin/flags/slow/schedules/{sid}/cancel")
-            assert cancelled.status_code == 200, cancelled.text
-            events = _lifecycle(settings, expect=2, timeout_s=1.0)
-            assert time.monotonic() - began < 1.0
-            again = client.delete(f"/api/admin/flags/slow/schedules/{sid}")
+    with (
+        running_admin(settings, tmp_path) as api,
+        api.client("operator") as client,
+        running_worker(settings),
+        running_dispatcher(settings),
+    ):
+        _fail_first_attempt(db, dsn, "slow", sid)
+        wait_until(lambda: status_is(db, sid, "retrying"), what="retrying")
+        tier = settings.topic_layout().tier_topic(30.0)
+        read_topic(settings, tier, expect=1)  # the retry waits in the 30 s tier
+        began = time.monotonic()
+        cancelled = client.post(f"/api/admin/flags/slow/schedules/{sid}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        events = _lifecycle(settings, expect=2, timeout_s=1.0)
+        assert time.monotonic() - began < 1.0
+        again = client.delete(f"/api/admin/flags/slow/schedules/{sid}")
     assert again.status_code == 409
     assert again.headers["content-type"] == "application/problem+json"
     assert [e["type"] for e in events] == ["retry_scheduled", "cancelled"]
@@ -206,9 +217,10 @@ def test_retry_of_a_dead_schedule_applies_once_and_a_replay_has_no_second_effect
 def test_idempotent_create_replays_and_refuses_another_body(settings, db, tmp_path):
     add_flag(db, "idem")
     body = {"updates": {"enabled": True}, "scheduled_at": _iso(seconds_from_now(600))}
-    with running_admin(settings, tmp_path) as api, api.client(
-        "operator", **{"Idempotency-Key": "k1"}
-    ) as client:
+    with (
+        running_admin(settings, tmp_path) as api,
+        api.client("operator", **{"Idempotency-Key": "k1"}) as client,
+    ):
         first = client.post("/api/admin/flags/idem/schedules", json=body)
         second = client.post("/api/admin/flags/idem/schedules", json=body)
         other = client.post("/api/admin/flags/idem/schedules", json=body | {"priority": "critical"})

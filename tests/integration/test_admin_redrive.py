@@ -53,7 +53,9 @@ def test_redrive_dry_run_count_equals_the_real_redrive(settings, db, dsn, tmp_pa
             assert dry.status_code == 200, dry.text
             assert (dry.json()["count"], dry.json()["would_skip"]) == (4, 2)
             assert db.execute("SELECT count(*) AS n FROM admin_redrives").fetchone()["n"] == 0
-            real = client.post("/api/admin/dead-letters/redrive", json=selection | {"dry_run": False})
+            real = client.post(
+                "/api/admin/dead-letters/redrive", json=selection | {"dry_run": False}
+            )
             assert real.status_code == 202, real.text
             location = real.headers["location"]
             job = wait_until(
@@ -110,7 +112,11 @@ def test_a_5000_schedule_redrive_keeps_to_its_rate(settings, db, tmp_path):
     sent = db.execute("SELECT count(*) AS n FROM admin_outbox").fetchone()["n"]
     assert sent == 5000
     wait_until(
-        lambda: db.execute("SELECT count(*) AS n FROM admin_outbox WHERE sent_at IS NULL")
-        .fetchone()["n"] == 0,
+        lambda: (
+            db.execute("SELECT count(*) AS n FROM admin_outbox WHERE sent_at IS NULL").fetchone()[
+                "n"
+            ]
+            == 0
+        ),
         what="every wake-up published",
     )

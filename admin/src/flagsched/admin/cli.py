@@ -286,6 +286,27 @@ def _cmd_serve(_args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+#: Where ``flagsched admin openapi`` writes, relative to the repository root.
+OPENAPI_FILE = Path("docs/admin-api.openapi.json")
+
+
+def _cmd_openapi(args: argparse.Namespace, _settings: Settings) -> int:
+    from flagsched.admin.api.app import openapi_document, render_openapi
+
+    text = render_openapi(openapi_document())
+    path: Path = args.out
+    if args.check:
+        if not path.exists() or path.read_text("utf-8") != text:
+            print(f"out of date: {path} (run `flagsched admin openapi`)")
+            return 1
+        print(f"{path} up to date")
+        return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, "utf-8")
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_token(args: argparse.Namespace, _settings: Settings) -> int:
     admin: AdminSettings = load_admin_settings()
     path: Path | None = args.file or admin.admin_tokens_file
@@ -348,6 +369,10 @@ def register(sub: Any, wrap: Wrap) -> None:
         "serve", help="serve the admin API on FLAGSCHED_ADMIN_ADDR:FLAGSCHED_ADMIN_PORT"
     )
     serve.set_defaults(handler=wrap(_cmd_serve))
+    openapi = a_sub.add_parser("openapi", help="write (or --check) the OpenAPI document")
+    openapi.add_argument("--out", type=Path, default=OPENAPI_FILE)
+    openapi.add_argument("--check", action="store_true", help="fail if the file is stale")
+    openapi.set_defaults(handler=_cmd_openapi)
     token = a_sub.add_parser("token", help="static API tokens")
     t_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = t_sub.add_parser(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -24,12 +26,13 @@ admin. See docs/admin-api.md.
 
 
 def create_app(
-    service: AdminService,
+    service: AdminService | None,
     settings: AdminSettings,
     *,
     kafka_ready: Callable[[], bool] = lambda: False,
 ) -> FastAPI:
-    """The app over ``service``; ``kafka_ready`` answers the readiness probe's Kafka half."""
+    """The app over ``service`` (None: only for its OpenAPI document); ``kafka_ready``
+    answers the readiness probe's Kafka half."""
     app = FastAPI(
         title="flagsched admin API",
         version="1",
@@ -46,3 +49,13 @@ def create_app(
         app.include_router(module.router)
     app.add_middleware(RequestGuard, max_body_bytes=settings.admin_max_body_bytes)
     return app
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document of the API, from the same models as the code."""
+    return create_app(None, AdminSettings()).openapi()
+
+
+def render_openapi(doc: dict[str, Any]) -> str:
+    """The document as checked in under docs/ (sorted keys, 2-space indent)."""
+    return json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

@@ -12,9 +12,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
     StrictBool,
     StrictInt,
-    field_serializer,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -27,15 +28,21 @@ LIVE: tuple[Status, ...] = ("pending", "dispatched", "retrying")
 Role = Literal["viewer", "operator", "admin"]
 
 
+def _rfc3339_utc(v: datetime) -> str:
+    # RFC 3339 in UTC with a Z, whatever zone the database session used.
+    return v.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+#: A time in a response: RFC 3339, UTC, ``Z``.
+UtcTime = Annotated[
+    datetime,
+    PlainSerializer(_rfc3339_utc, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
 class _Out(BaseModel):
     model_config = ConfigDict(frozen=True)
-
-    @field_serializer("*", when_used="json")
-    def _utc(self, v: Any) -> Any:
-        # RFC 3339 in UTC with a Z, whatever zone the database session used.
-        if isinstance(v, datetime):
-            return v.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        return v
 
 
 class _In(BaseModel):
@@ -103,7 +110,7 @@ class Conflict(_Out):
     """Another live schedule of the flag that sets some of the same fields nearby in time."""
 
     schedule_id: int
-    scheduled_at: datetime
+    scheduled_at: UtcTime
     status: Status
     fields: list[str]
 
@@ -114,22 +121,22 @@ class Schedule(_Out):
     id: int
     flag_key: str
     updates: dict[str, Any]
-    scheduled_at: datetime
+    scheduled_at: UtcTime
     priority: Priority
     status: Status
     retry_count: int
     max_retries: int | None
     retry_policy: dict[str, Any] | None
-    next_retry_at: datetime | None
+    next_retry_at: UtcTime | None
     last_error: str | None
     last_error_class: str | None
-    first_failed_at: datetime | None
-    dispatched_at: datetime | None
-    finished_at: datetime | None
+    first_failed_at: UtcTime | None
+    dispatched_at: UtcTime | None
+    finished_at: UtcTime | None
     finished_attempt: int | None
     superseded_by: int | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcTime
+    updated_at: UtcTime
 
 
 class Created(_Out):
@@ -137,7 +144,7 @@ class Created(_Out):
 
     schedule: Schedule
     scheduled_in_past: bool = Field(description="the requested time had passed: it runs now")
-    requested_scheduled_at: datetime
+    requested_scheduled_at: UtcTime
     conflicts: list[Conflict]
 
 
@@ -145,15 +152,15 @@ class Attempt(_Out):
     """One recorded attempt of a schedule."""
 
     attempt: int
-    started_at: datetime
-    finished_at: datetime
-    due_at: datetime | None
+    started_at: UtcTime
+    finished_at: UtcTime
+    due_at: UtcTime | None
     lateness_ms: float | None
     outcome: str
     error_class: str | None
     error_message: str | None
     dlt_reason: str | None
-    next_attempt_at: datetime | None
+    next_attempt_at: UtcTime | None
     worker: str | None
     trace_id: str | None
     trace_url: str | None
@@ -214,7 +221,7 @@ class Preview(_Out):
     """A retry timeline: each attempt with its delay and the delay tiers it hops through."""
 
     policy: dict[str, Any]
-    failed_at: datetime
+    failed_at: UtcTime
     attempts: list[PlannedAttempt]
 
 
@@ -227,7 +234,7 @@ class DeadLetter(_Out):
     error_class: str | None
     error_message: str | None
     reason: str | None
-    dead_at: datetime | None
+    dead_at: UtcTime | None
 
 
 class DeadLetterPage(_Out):
@@ -285,8 +292,8 @@ class Redrive(_Out):
     skipped_ids: list[int]
     rate_per_s: float
     created_by: str
-    created_at: datetime
-    finished_at: datetime | None
+    created_at: UtcTime
+    finished_at: UtcTime | None
     error: str | None
 
 
@@ -294,7 +301,7 @@ class AuditEntry(_Out):
     """One row of the audit trail."""
 
     id: int
-    at: datetime
+    at: UtcTime
     actor: str
     role: str
     action: str
