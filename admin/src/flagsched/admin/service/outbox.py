@@ -70,8 +70,12 @@ def drain_once(conn: DictConnection, producer: Any, *, timeout_s: float = 10.0) 
             "UPDATE admin_outbox SET sent_at = now() WHERE id = ANY(%s)", ([r["id"] for r in rows],)
         )
     for r in rows:
-        log.info("outbox=%s sent to topic=%s", r["id"], r["topic"])
+        log.info("outbox=%s key=%s sent to topic=%s", r["id"], _key(r["key"]), r["topic"])
     return len(rows)
+
+
+def _key(key: bytes | None) -> str | None:
+    return None if key is None else bytes(key).decode("utf-8", "replace")
 
 
 def drain_all(conn: DictConnection, producer: Any, *, timeout_s: float = 10.0) -> int:

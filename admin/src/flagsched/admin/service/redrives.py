@@ -86,7 +86,12 @@ def start(conn: DictConnection, env: Env, actor: Actor, req: RedriveRequest) -> 
         conn, actor, "dead_letters.redrive", "redrive", [row["id"]], after={"schedule_ids": ids}
     )
     log.info(
-        "redrive=%s of %d schedules at %.1f/s started by %s", row["id"], len(ids), rate, actor.name
+        "redrive=%s of %d schedules at %.1f/s started by %s request=%s",
+        row["id"],
+        len(ids),
+        rate,
+        actor.name,
+        actor.request_id,
     )
     return Outcome.of(202, job, f"/api/admin/redrives/{row['id']}")
 

@@ -104,7 +104,13 @@ def create(
     assert row is not None
     found = conflicts(conn, env, flag_key, at, set(body.updates.fields()), row["id"])
     audit.record(conn, actor, "schedule.create", "schedule", [row["id"]], after=_json(row))
-    log.info("schedule=%s flag=%s created by %s", row["id"], flag_key, actor.name)
+    log.info(
+        "schedule=%s flag=%s created by %s request=%s",
+        row["id"],
+        flag_key,
+        actor.name,
+        actor.request_id,
+    )
     created = Created(
         schedule=to_schedule(row),
         scheduled_in_past=past,
@@ -226,7 +232,12 @@ def cancel(
         after=_json(after),
     )
     log.info(
-        "schedule=%s flag=%s attempt=%s cancelled by %s", schedule_id, flag_key, attempt, actor.name
+        "schedule=%s flag=%s attempt=%s cancelled by %s request=%s",
+        schedule_id,
+        flag_key,
+        attempt,
+        actor.name,
+        actor.request_id,
     )
     return Outcome.of(200, Cancelled(schedule=to_schedule(after), attempt=attempt))
 
@@ -298,12 +309,13 @@ def retry(conn: DictConnection, env: Env, actor: Actor, flag_key: str, schedule_
         after=_json(after),
     )
     log.info(
-        "schedule=%s flag=%s attempt=%s %s by %s",
+        "schedule=%s flag=%s attempt=%s %s by %s request=%s",
         schedule_id,
         flag_key,
         attempt,
-        action,
+        action.value,
         actor.name,
+        actor.request_id,
     )
     retried = Retried(
         action=action,
