@@ -176,7 +176,8 @@ def test_manual_retry_of_a_retrying_schedule_runs_within_1s(settings, db, dsn, t
         _fail_first_attempt(db, dsn, "later", sid)
         wait_until(lambda: status_is(db, sid, "retrying"), what="retrying")
         shown = client.get(f"/api/admin/flags/later/schedules/{sid}").json()
-        assert shown["plan"][0]["attempt"] == 2  # the plan while retrying
+        assert shown["plan"][0]["attempt"] == 2  # the plan while retrying: the worker's own
+        assert datetime.fromisoformat(shown["plan"][0]["at"]) == schedule(db, sid)["next_retry_at"]
         called = datetime.now(UTC)
         retried = client.post(f"/api/admin/flags/later/schedules/{sid}/retry")
         assert retried.status_code == 200, retried.text

@@ -133,6 +133,36 @@ def test_bodies_over_64_kib_get_413_with_or_without_a_length(api):
     assert fits.status_code == 201
 
 
+def test_a_policy_preview_is_the_workers_timeline(api):
+    body = {
+        "retry_policy": {"max_retries": 3, "base_s": 1, "multiplier": 2, "jitter": "none"},
+        "failed_at": "2030-01-01T00:00:00+01:00",
+    }
+    with api.client("viewer") as client:
+        got = client.post("/api/admin/retry-policies/preview", json=body).json()
+        tuned = client.post(
+            "/api/admin/retry-policies/preview",
+            json=body | {"error_class": "lock_contention"},
+        ).json()
+    assert got["failed_at"] == "2029-12-31T23:00:00Z"
+    # the test ladder is 0.5 s, 1 s, 2 s and the global cap 3 s (tests/support/pipeline.py):
+    # each wait hops through the largest tiers that fit
+    assert [(a["attempt"], a["delay_s"], a["tiers"]) for a in got["attempts"]] == [
+        (2, 1.0, [1.0]),
+        (3, 2.0, [2.0]),
+        (4, 3.0, [2.0, 1.0]),
+    ]
+    assert [a["at"] for a in got["attempts"]] == [
+        "2029-12-31T23:00:01Z",
+        "2029-12-31T23:00:03Z",
+        "2029-12-31T23:00:06Z",
+    ]
+    # lock_contention's adjustment (base 0.5 s, cap 30 s) applies where the schedule's own
+    # keys are silent: its base_s 1 wins, the cap rises from the global 3 s to 30 s
+    assert [a["delay_s"] for a in tuned["attempts"]] == [1.0, 2.0, 4.0]
+    assert tuned["policy"]["cap_s"] == 30.0
+
+
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
     lambda inner: (

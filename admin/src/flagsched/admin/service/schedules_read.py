@@ -122,13 +122,28 @@ def list_schedules(
     return Page(items=items, next_cursor=next_cursor)
 
 
-def plan_of(env: Env, row: Row) -> list[PlannedAttempt]:
-    """The attempts still planned for ``row``, assuming each fails as soon as it runs."""
+def _last_finished(conn: DictConnection, schedule_id: int) -> datetime | None:
+    row = conn.execute(
+        "SELECT max(finished_at) AS at FROM schedule_retry_attempts WHERE schedule_id = %s",
+        (schedule_id,),
+    ).fetchone()
+    return None if row is None else row["at"]
+
+
+def plan_of(env: Env, row: Row, last_finished: datetime | None) -> list[PlannedAttempt]:
+    """The attempts still planned for ``row``, assuming each fails as soon as it runs.
+
+    While retrying, the next attempt is at ``next_retry_at``; its delay is counted from
+    the last attempt's end (``last_finished``), so a manual "run now" shows its real,
+    shorter wait; the later ones are the worker's backoff from there.
+    """
     ladder = env.settings.retry_tiers_s
     if row["status"] == "retrying" and row["next_retry_at"] is not None:
         failed = int(row["retry_count"])
         policy = env.policy_of(row, row["last_error_class"])
         delay = planned_delay_s(policy, row["id"], failed)
+        if last_finished is not None:
+            delay = max(0.0, (row["next_retry_at"] - last_finished).total_seconds())
         upcoming = PlannedAttempt(
             attempt=failed + 1,
             at=row["next_retry_at"],
@@ -160,7 +175,10 @@ def show(
         )
         for r in rows
     ]
-    return ScheduleDetail(schedule=to_schedule(row), attempts=attempts, plan=plan_of(env, row))
+    last = max((r["finished_at"] for r in rows), default=None)
+    return ScheduleDetail(
+        schedule=to_schedule(row), attempts=attempts, plan=plan_of(env, row, last)
+    )
 
 
 def preview_schedule(
@@ -171,7 +189,8 @@ def preview_schedule(
     row = find_schedule(conn, flag_key, schedule_id)
     policy = env.policy_of(row, row["last_error_class"])
     at = row["next_retry_at"] or row["scheduled_at"]
-    return Preview(policy=policy.model_dump(mode="json"), failed_at=at, attempts=plan_of(env, row))
+    plan = plan_of(env, row, _last_finished(conn, schedule_id))
+    return Preview(policy=policy.model_dump(mode="json"), failed_at=at, attempts=plan)
 
 
 def preview_policy(env: Env, body: PolicyPreviewRequest) -> Preview:
