@@ -34,6 +34,8 @@ MATRIX: list[tuple[str, str, Any, str]] = [
     ("POST", "/api/admin/retry-policies/preview", {}, "viewer"),
     ("GET", "/api/admin/dead-letters", None, "viewer"),
     ("POST", "/api/admin/dead-letters/redrive", {}, "admin"),
+    ("GET", "/api/admin/dead-letters/poison", None, "viewer"),
+    ("POST", "/api/admin/dead-letters/poison/republish", {"partition": 0, "offset": 0}, "admin"),
     ("GET", "/api/admin/redrives/999", None, "viewer"),
     ("GET", "/api/admin/stats", None, "viewer"),
     ("GET", "/api/admin/audit", None, "viewer"),

@@ -25,6 +25,7 @@ ACTIONS = MappingProxyType(
         "schedules.cancel": "operator",
         "schedules.retry": "operator",
         "dead_letters.redrive": "admin",
+        "dead_letters.republish": "admin",
     }
 )
 

@@ -17,7 +17,14 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from flagsched.admin.service import audit, dead_letters, redrives, schedules_read, schedules_write
+from flagsched.admin.service import (
+    audit,
+    dead_letters,
+    poison,
+    redrives,
+    schedules_read,
+    schedules_write,
+)
 from flagsched.admin.service.access import Actor
 from flagsched.admin.service.env import Env
 from flagsched.admin.service.models import (
@@ -25,6 +32,8 @@ from flagsched.admin.service.models import (
     DeadLetterFilter,
     DeadLetterPage,
     Page,
+    PoisonPage,
+    PoisonRepublish,
     PolicyPreviewRequest,
     Preview,
     Redrive,
@@ -187,6 +196,20 @@ class AdminService:
         """What a redrive would do."""
         with self.connection() as conn:
             return redrives.plan(conn, self.env, actor, req)
+
+    def poison(self, *, last: int) -> PoisonPage:
+        """Poison records from the dead-letter topic."""
+        return PoisonPage(items=poison.list_poison(self.env, last=last))
+
+    def republish(self, actor: Actor, body: PoisonRepublish) -> Outcome:
+        """Republish one poison record (admin; audited)."""
+        return self._mutate(
+            actor,
+            "POST",
+            "/api/admin/dead-letters/poison/republish",
+            body,
+            lambda c: poison.republish(c, self.env, actor, body),
+        )
 
     def get_redrive(self, redrive_id: int) -> Redrive:
         """A redrive job and its progress."""

@@ -297,6 +297,44 @@ class Redrive(_Out):
     error: str | None
 
 
+class PoisonRecord(_Out):
+    """A dead letter with no schedule row, read from the dead-letter topic."""
+
+    partition: int
+    offset: int
+    timestamp: UtcTime
+    key: str | None
+    value_preview: str = Field(description="the first 512 bytes of the value, as UTF-8")
+    value_bytes: int
+    error_class: str | None
+    error_message: str | None
+    origin_topic: str | None
+
+
+class PoisonPage(_Out):
+    """Poison records, newest first (from the last records of each partition)."""
+
+    items: list[PoisonRecord]
+
+
+class PoisonRepublish(_In):
+    """Which poison record to republish, and optionally where (default: its origin)."""
+
+    partition: Annotated[int, Field(ge=0)]
+    offset: Annotated[int, Field(ge=0)]
+    topic: Annotated[str, Field(max_length=249)] | None = Field(
+        default=None, description="a topic the workers consume; default: the origin topic"
+    )
+
+
+class Republished(_Out):
+    """The response of a republish."""
+
+    dead_letter: str = Field(description="<dead-letter topic>:<partition>:<offset>")
+    topic: str
+    attempt: int
+
+
 class AuditEntry(_Out):
     """One row of the audit trail."""
 

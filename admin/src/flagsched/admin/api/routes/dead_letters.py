@@ -15,9 +15,12 @@ from flagsched.admin.service.core import AdminService
 from flagsched.admin.service.models import (
     DeadLetterFilter,
     DeadLetterPage,
+    PoisonPage,
+    PoisonRepublish,
     Redrive,
     RedrivePlan,
     RedriveRequest,
+    Republished,
 )
 
 router = APIRouter(prefix="/api/admin", tags=["dead letters"])
@@ -51,6 +54,35 @@ def list_dead_letters(
         dead_before=dead_before,
     )
     return svc.dead_letters(actor, f, limit=limit, cursor=cursor)
+
+
+@router.get(
+    "/dead-letters/poison",
+    response_model=PoisonPage,
+    responses=problems(401, 403, 422),
+    summary="Poison records (no schedule row), read from the dead-letter topic",
+)
+def list_poison(
+    svc: Svc,
+    last: Annotated[int, Query(ge=1, le=10_000, description="records per partition")] = 1000,
+    _actor: Actor = Depends(require("dead_letters.read")),  # noqa: B008
+) -> PoisonPage:
+    return svc.poison(last=last)
+
+
+@router.post(
+    "/dead-letters/poison/republish",
+    response_model=Republished,
+    responses=problems(401, 403, 404, 413, 422),
+    summary="Republish one poison record to the topic it came from (admin, explicit)",
+)
+def republish_poison(
+    body: PoisonRepublish,
+    svc: Svc,
+    _key: IdempotencyKey = None,
+    actor: Actor = Depends(require("dead_letters.republish")),  # noqa: B008
+) -> JSONResponse:
+    return respond(svc.republish(actor, body))
 
 
 @router.post(
