@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import (
+    admin,
     baselines,
     burst,
     isolation,
@@ -43,6 +44,7 @@ BENCHMARKS: dict[str, Callable[[Context], Result]] = {
     priority.NAME: priority.run,
     isolation.NAME: isolation.run,
     memory.NAME: memory.run,
+    admin.NAME: admin.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

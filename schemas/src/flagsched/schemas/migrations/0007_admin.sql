@@ -78,6 +78,10 @@ CREATE TABLE admin_redrives (
     updated_at     timestamptz NOT NULL DEFAULT now()
 );
 
--- The admin list filters: by finish time and by the last error class.
+-- The admin lists, keyset-paginated in due order: all schedules, and those of one
+-- status (`retrying`, `dead`); and the finish-time filter. Each costs an index entry
+-- per status change of a schedule (status is indexed already, so those updates were
+-- never HOT).
+CREATE INDEX flag_schedules_due_id_idx ON flag_schedules (scheduled_at, id);
+CREATE INDEX flag_schedules_status_due_idx ON flag_schedules (status, scheduled_at, id);
 CREATE INDEX flag_schedules_finished_idx ON flag_schedules (finished_at) WHERE finished_at IS NOT NULL;
-CREATE INDEX flag_schedules_created_idx ON flag_schedules (created_at, id);
