@@ -3,7 +3,9 @@ OIDC JWTs, and the audit trail (one row per mutating call, append-only)."""
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -203,3 +205,49 @@ def test_one_audit_row_per_mutating_call_with_who_what_and_where(settings, db, t
         db.execute("UPDATE admin_audit SET actor = 'someone else'")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         db.execute("DELETE FROM admin_audit")
+
+
+def test_jwts_verified_with_keys_from_a_jwks_url(settings, tmp_path):
+    key, jwks = _jwks(tmp_path)
+    body = jwks.read_bytes()
+
+    class Keys(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    idp = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Keys)
+    thread = threading.Thread(target=idp.serve_forever, daemon=True)
+    thread.start()
+    claims = {
+        "iss": "https://idp.example",
+        "aud": "flagsched",
+        "sub": "bob",
+        "exp": datetime.now(UTC) + timedelta(minutes=5),
+        "flagsched_role": "operator",
+        "flagsched_prefixes": ["team-a."],
+    }
+    token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
+    try:
+        with (
+            running_admin(
+                settings,
+                tmp_path,
+                admin_oidc_issuer="https://idp.example",
+                admin_oidc_audience="flagsched",
+                admin_oidc_jwks_url=f"http://127.0.0.1:{idp.server_address[1]}/jwks.json",
+            ) as api,
+            api.client(None, Authorization=f"Bearer {token}") as client,
+        ):
+            listed = client.get("/api/admin/schedules")
+            outside = client.post("/api/admin/flags/team-b.x/schedules", json=_CREATE)
+    finally:
+        idp.shutdown()
+        idp.server_close()
+    assert listed.status_code == 200
+    assert outside.status_code == 403  # the prefixes claim limits the caller
