@@ -78,10 +78,9 @@ CREATE TABLE admin_redrives (
     updated_at     timestamptz NOT NULL DEFAULT now()
 );
 
--- The admin lists, keyset-paginated in due order: all schedules, and those of one
--- status (`retrying`, `dead`); and the finish-time filter. Each costs an index entry
--- per status change of a schedule (status is indexed already, so those updates were
--- never HOT).
+-- The admin lists, keyset-paginated in due order (a status filter uses the existing
+-- (status, next_retry_at, retry_count) index, then sorts the few rows of that status);
+-- and the finish-time filter. Each costs an index entry per status change of a
+-- schedule (status is indexed already, so those updates were never HOT).
 CREATE INDEX flag_schedules_due_id_idx ON flag_schedules (scheduled_at, id);
-CREATE INDEX flag_schedules_status_due_idx ON flag_schedules (status, scheduled_at, id);
 CREATE INDEX flag_schedules_finished_idx ON flag_schedules (finished_at) WHERE finished_at IS NOT NULL;
