@@ -31,3 +31,24 @@ def test_the_document_describes_the_retry_policy_and_the_problems():
     assert "application/problem+json" in post["responses"]["422"]["content"]
     header = [p for p in post["parameters"] if p["in"] == "header"]
     assert [p["name"] for p in header] == ["Idempotency-Key"]
+
+
+def test_the_cli_offers_the_sort_orders_the_service_accepts():
+    from flagsched.admin.cli import SORTS as CLI_SORTS
+    from flagsched.admin.service.schedules_read import SORTS
+
+    assert CLI_SORTS == SORTS
+
+
+def test_registering_the_admin_verbs_imports_no_service_code():
+    """`flagsched worker` parses the same command tree: it must not pay for the API."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from flagsched.cli.app import build_parser; build_parser();"
+        " print(sorted(m for m in sys.modules if m.startswith(('flagsched.admin.service',"
+        " 'flagsched.admin.api', 'fastapi', 'uvicorn', 'jwt'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
