@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: Rows sent per drain transaction.
 BATCH = 500
+#: How often the drainer prunes old rows.
+PRUNE_EVERY_S = 60.0
 
 _UNSENT = """
 SELECT id, topic, key, value, headers FROM admin_outbox
@@ -78,6 +81,22 @@ def _key(key: bytes | None) -> str | None:
     return None if key is None else bytes(key).decode("utf-8", "replace")
 
 
+#: Sent outbox rows and idempotency records are kept this long, then pruned.
+KEEP = "1 day"
+
+
+def prune(conn: DictConnection) -> int:
+    """Delete sent outbox rows and idempotency records older than :data:`KEEP`."""
+    with conn.transaction():
+        sent = conn.execute(
+            f"DELETE FROM admin_outbox WHERE sent_at < now() - interval '{KEEP}'"
+        ).rowcount
+        keys = conn.execute(
+            f"DELETE FROM admin_idempotency WHERE created_at < now() - interval '{KEEP}'"
+        ).rowcount
+    return sent + keys
+
+
 def drain_all(conn: DictConnection, producer: Any, *, timeout_s: float = 10.0) -> int:
     """Drain until nothing is left; return how many were sent."""
     total = 0
@@ -120,12 +139,16 @@ class OutboxDrainer:
 
     def _run(self) -> None:
         conn: DictConnection | None = None
+        pruned_at = 0.0
         while not self._stop.is_set():
             try:
-                if self.producer is None:
-                    self.producer = self._make_producer()
                 if conn is None or conn.closed or conn.broken:
                     conn = self._connect()
+                if time.monotonic() - pruned_at > PRUNE_EVERY_S:
+                    prune(conn)
+                    pruned_at = time.monotonic()
+                if self.producer is None:
+                    self.producer = self._make_producer()
                 drain_all(conn, self.producer)
             except (psycopg.Error, KafkaError, ServiceUnavailable) as exc:
                 log.warning("outbox drain failed, retrying in %.1fs: %s", self._poll_s, exc)
