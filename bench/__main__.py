@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import (
+    admin,
     baselines,
     burst,
     isolation,
@@ -45,6 +46,7 @@ BENCHMARKS: dict[str, Callable[[Context], Result]] = {
     isolation.NAME: isolation.run,
     memory.NAME: memory.run,
     membership.NAME: membership.run,
+    admin.NAME: admin.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

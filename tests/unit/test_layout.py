@@ -40,6 +40,11 @@ IMPORT_NAME = {
     "httpx": "httpx",
     "pyyaml": "yaml",
     "testcontainers": "testcontainers",
+    "psycopg-pool": "psycopg_pool",
+    "pyjwt": "jwt",
+    "fastapi": "fastapi",
+    "starlette": "starlette",
+    "uvicorn": "uvicorn",
 }
 #: declared without an import of their own: kafka-python uses crc32c when it is there.
 RUNTIME_ONLY = {"crc32c"}

@@ -205,6 +205,11 @@ def _cmd_schemas(args: argparse.Namespace, _settings: Settings) -> int:
     return 0
 
 
+def _with_services(run: Handler) -> Handler:
+    """``run`` with the settings pointing at the user's services or the dev stack."""
+    return lambda args, settings: run(args, with_endpoints(settings, start=False))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree; `flagsched --help` shows it."""
     parser = argparse.ArgumentParser(
@@ -236,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     register_stats(
         sub, lambda args, settings: cmd_stats(args, with_endpoints(settings, start=False))
     )
+    from flagsched.admin.cli import register as register_admin
+
+    register_admin(sub, _with_services)
     db = sub.add_parser("db", help="database schema", description="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_sub.add_parser("migrate", help="apply missing migrations (idempotent)").set_defaults(

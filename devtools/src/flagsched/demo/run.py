@@ -15,6 +15,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from flagsched.admin.api.server import AdminServer
+from flagsched.admin.service.tokens import create_token
+from flagsched.admin.settings import load_admin_settings
 from flagsched.admin.topics import create_topics
 from flagsched.consumer.worker import Worker
 from flagsched.demo.seed import DemoPlan, seed
@@ -54,6 +57,7 @@ def run_demo(settings: Settings, *, schedules: int, deadline_s: float = 90.0) ->
     migrate(dsn)
     layout = settings.topic_layout()
     create_topics(settings, layout)
+    admin = _start_admin(console, settings)
     stop = threading.Event()
     workers = [Worker(settings, layout, worker_id=f"demo-w{i}") for i in (1, 2)]
     threads = [threading.Thread(target=w.run, args=(stop,), daemon=True) for w in workers]
@@ -80,9 +84,33 @@ def run_demo(settings: Settings, *, schedules: int, deadline_s: float = 90.0) ->
     stop.set()
     for t in threads:
         t.join(timeout=20)
+    if admin is not None:
+        admin.stop()
     with connect(dsn, autocommit=True) as conn:
         console.print(summary_table(conn, plan, layout))
     return 0 if finished else 1
+
+
+def _start_admin(console: Console, settings: Settings) -> AdminServer | None:
+    """The admin API beside the demo, with a fresh operator token printed once."""
+    admin = load_admin_settings()
+    if admin.admin_tokens_file is None:
+        admin = admin.model_copy(
+            update={"admin_tokens_file": settings.dev_home / "demo-admin-tokens.json"}
+        )
+    assert admin.admin_tokens_file is not None
+    token = create_token(admin.admin_tokens_file, "admin", name="demo")
+    server = AdminServer(settings, admin)
+    try:
+        server.start()
+    except (RuntimeError, SystemExit, OSError) as exc:  # e.g. the port is taken
+        console.print(f"admin API not started on {admin.admin_addr}:{admin.admin_port}: {exc}")
+        return None
+    console.print(
+        f"[bold]admin API[/] on {server.url} (docs: {server.url}/api/admin/docs)\n"
+        f"  curl -H 'Authorization: Bearer {token}' {server.url}/api/admin/schedules"
+    )
+    return server
 
 
 def _settled(worker: Worker, layout: TopicLayout) -> bool:
