@@ -31,17 +31,10 @@ from flagsched.consumer.decode import Delivery
 from flagsched.consumer.outcome import AttemptResult
 
 
-def run_batch(
-    conn: psycopg.Connection[Row], deliveries: Sequence[Delivery], ctx: AttemptContext
-) -> list[AttemptResult]:
-    """The outcome of every delivery, in the order given.
-
-    Order is (flag, scheduled_at, id): each flag's changes apply in due order, and
-    workers lock flags and schedules in the same order, so their batches cannot
-    deadlock. An infrastructure error fails the whole call (nothing of the open
-    transaction commits) and the caller pauses in place.
-    """
-    order = sorted(
+def run_order(deliveries: Sequence[Delivery]) -> list[int]:
+    """Indexes of ``deliveries`` in (flag, scheduled_at, id) order: the order in which
+    every worker locks and applies them."""
+    return sorted(
         range(len(deliveries)),
         key=lambda i: (
             deliveries[i].event.flag_key,
@@ -49,6 +42,20 @@ def run_batch(
             deliveries[i].event.schedule_id,
         ),
     )
+
+
+def run_batch(
+    conn: psycopg.Connection[Row], deliveries: Sequence[Delivery], ctx: AttemptContext
+) -> list[AttemptResult]:
+    """The outcome of every delivery, in the order given.
+
+    Order is (flag, scheduled_at, id): each flag's changes apply in due order, and
+    workers lock flags and schedules in the same order, so their batches cannot
+    deadlock. An error outside every savepoint fails the whole call (nothing of the
+    open transaction commits): the caller pauses in place if the error table says
+    ``pause``, else redoes the batch one schedule at a time (consumer/isolate.py).
+    """
+    order = run_order(deliveries)
     wait = ctx.lock_timeout_ms > 0
     with conn.transaction():
         set_local(conn, "statement_timeout", ctx.statement_timeout_ms)
