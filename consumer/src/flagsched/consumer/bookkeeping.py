@@ -75,20 +75,22 @@ def plan_failure(
 ) -> Planned:
     """A failed attempt: dead (permanent or exhausted) or a retry at its backoff.
 
-    ``verdict`` is the error table's (consumer/classify.py) on ``exc``. A schedule
-    whose own ``retry_policy`` does not fit the model (a row from before migration
-    0005, or written around the admin API) cannot be retried by it: it is dead with
-    ``invalid_retry_policy``, the message naming both the policy and the failure.
+    ``verdict`` is the error table's (consumer/classify.py) on ``exc``. A retryable
+    failure of a schedule whose own ``retry_policy`` does not fit the model (a row
+    from before migration 0005, or written around the admin API) cannot be retried
+    by it: it is dead with ``invalid_retry_policy``, the message naming both.
     """
     n = delivery.headers.attempt
     text = f"{type(exc).__name__}: {exc}".strip()
     error_class, permanent = verdict.error_class.value, verdict.permanent
     first_failed = row["first_failed_at"] or started
-    try:
-        policy: RetryPolicy | None = _policy(ctx, row, error_class)
-    except InvalidRetryPolicy as bad:
-        policy, permanent = None, True
-        error_class, text = ErrorClass.INVALID_RETRY_POLICY.value, f"{bad} (after {text})"
+    policy: RetryPolicy | None = None
+    if not permanent:
+        try:
+            policy = _policy(ctx, row, error_class)
+        except InvalidRetryPolicy as bad:
+            permanent = True
+            error_class, text = ErrorClass.INVALID_RETRY_POLICY.value, f"{bad} (after {text})"
     message = truncate_utf8(text, ctx.error_message_max_bytes)
     if permanent or policy is None or is_exhausted(policy, n):
         reason = DeadLetterReason.PERMANENT if permanent else DeadLetterReason.EXHAUSTED
