@@ -61,7 +61,7 @@ class BreakerCoordinator:
             who, why = printable(event.worker_id), printable(event.reason)
             if event.state is BreakerState.OPEN and not self.breaker.is_open:
                 if not self.breaker.open_remote():
-                    log.info("breaker open from %s ignored: the database answered us", who)
+                    log.debug("breaker open from %s ignored: the database answered us", who)
                     continue
                 log.warning("breaker opened by %s: %s; pausing until a probe answers", who, why)
                 self.pause_all()
