@@ -6,8 +6,9 @@
 --     levels of objects and arrays (flagsched.schemas.updates: MAX_UPDATE_BYTES,
 --     MAX_UPDATE_DEPTH; the document itself is level 1),
 --   * a `retry_policy` of the PolicyOverride shape (flagsched.schemas.retry.policy):
---     an object with only the keys max_retries, base_s, multiplier, cap_s, floor_s
---     and jitter, each null or of its type and range.
+--     an object with only the keys max_retries (an integer >= 0), base_s and cap_s
+--     (numbers in (0, 2592000]), multiplier (a number >= 1), floor_s (a number in
+--     [0, 2592000]) and jitter (none, full, equal or decorrelated), each may be null.
 --
 -- Finished rows (applied, dead, superseded, cancelled) are exempt: they are history,
 -- and a row that slipped in before these checks can always be retired to 'dead'.
@@ -53,8 +54,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
             WHEN k NOT IN ('max_retries', 'base_s', 'multiplier', 'cap_s', 'floor_s') THEN false
             WHEN jsonb_typeof(v) <> 'number' THEN false
             -- numbers only from here on (CASE evaluates in order)
-            WHEN k = 'max_retries' THEN
-                (v #>> '{}')::numeric >= 0 AND (v #>> '{}')::numeric % 1 = 0
+            WHEN k = 'max_retries' THEN (v #>> '{}') ~ '^[0-9]+$'  -- 3, not 3.0 or -1
             WHEN k = 'multiplier' THEN (v #>> '{}')::numeric >= 1
             WHEN k = 'floor_s' THEN (v #>> '{}')::numeric BETWEEN 0 AND 2592000
             ELSE (v #>> '{}')::numeric > 0 AND (v #>> '{}')::numeric <= 2592000  -- base_s, cap_s
