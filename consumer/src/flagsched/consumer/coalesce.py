@@ -56,6 +56,7 @@ from flagsched.consumer.classify import settle
 from flagsched.consumer.decode import Delivery
 from flagsched.consumer.outcome import AttemptResult, Outcome
 from flagsched.runtime.errors import FlagLocked, InvalidUpdate
+from flagsched.runtime.logtext import printable
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,10 @@ def apply_set(
             _write_flags(conn, folds)
     except psycopg.Error as exc:
         settle(exc)  # re-raised if it pauses
-        log.info("folded write refused (%s); applying the batch one schedule at a time", exc)
+        log.info(
+            "folded write refused (%s); applying the batch one schedule at a time",
+            printable(exc, 500),  # the message's DETAIL quotes row values
+        )
         return None
     write_outcomes(conn, planned)
     return results

@@ -23,6 +23,7 @@ from flagsched.consumer.jsonb import install as read_json_safely
 from flagsched.consumer.outcome import AttemptResult, Outcome
 from flagsched.runtime.db.connect import DictConnection, connect
 from flagsched.runtime.errors import PoisonRecord
+from flagsched.runtime.logtext import printable
 from flagsched.runtime.settings import Settings
 from flagsched.runtime.telemetry.tracing import AttemptSpan, Tracing
 from flagsched.schemas.error_classes import ErrorClass
@@ -227,7 +228,12 @@ class RecordProcessor:
                 return results
             # Infrastructure: the whole batch rolled back, no attempt was recorded, so
             # none is consumed; retried in place.
-            log.warning("batch of %d paused in place (%s): %s", len(due), verdict.error_class, exc)
+            log.warning(
+                "batch of %d paused in place (%s): %s",
+                len(due),
+                verdict.error_class,
+                printable(exc, 500),
+            )
             self.drop_connection()
             return [paused(d, verdict) for d in due]
 
