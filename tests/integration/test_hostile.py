@@ -247,6 +247,32 @@ def test_an_unknown_error_outside_every_savepoint_is_retried_then_dead_lettered(
     assert not watch.opened and no_open_published(settings)
 
 
+def test_a_failure_that_cannot_even_be_recorded_dead_letters_that_record_alone(make_settings, db):
+    """The trigger refuses every attempt row of one schedule: its record is dead-lettered
+    (``permanent``, the row untouched), and the batch around it applies."""
+    settings = make_settings(**ONE_PARTITION, dispatch_lookahead_s=0.0)
+    at = seconds_from_now(3)
+    ids = healthy(db, 5, at)
+    add_flag(db, "boom")
+    sid = add_schedule(db, "boom", {"enabled": True}, at=at)
+    db.execute(
+        "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " RAISE EXCEPTION 'refused by a trigger'; END $$"
+    )
+    db.execute(
+        "CREATE TRIGGER boom BEFORE INSERT ON schedule_retry_attempts FOR EACH ROW"
+        f" WHEN (NEW.schedule_id = {sid}) EXECUTE FUNCTION boom()"
+    )
+    watch = BreakerWatch()
+    with running_worker(settings, on_breaker=watch), running_dispatcher(settings):
+        wait_until(lambda: applied_on_time(db, ids), what="healthy schedules applied")
+        [dead] = dead_letters(settings, 1)
+    assert (dead[hdr.ERROR_CLASS], dead[hdr.DLT_REASON]) == ("unknown", "permanent")
+    assert "refused by a trigger" in dead[hdr.ERROR_MESSAGE]
+    assert attempts(db, sid) == [] and schedule(db, sid)["status"] == "dispatched"
+    assert not watch.opened and no_open_published(settings)
+
+
 # --- the dispatcher --------------------------------------------------------------------
 
 

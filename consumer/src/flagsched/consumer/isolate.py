@@ -65,7 +65,7 @@ def run_isolated(
                     stopped = classify(again)
                     results[i] = paused(d, stopped)
                 else:
-                    results[i] = _unrecorded(d, verdict, again)
+                    results[i] = _unrecorded(d, ctx, verdict, again)
     return [results[i] for i in range(len(deliveries))]
 
 
@@ -96,7 +96,9 @@ def _fail(
         return record(conn, plan_failure(row, d, ctx, started, exc, verdict))
 
 
-def _unrecorded(d: Delivery, verdict: Classification, again: Exception) -> AttemptResult:
+def _unrecorded(
+    d: Delivery, ctx: AttemptContext, verdict: Classification, again: Exception
+) -> AttemptResult:
     """Not even the failure could be recorded: the record alone is dead-lettered (the
     row is untouched; if it is still due, the stuck-row sweep re-sends it)."""
     ev = d.event
@@ -113,7 +115,9 @@ def _unrecorded(d: Delivery, verdict: Classification, again: Exception) -> Attem
         ev.schedule_id,
         ev.flag_key,
         error_class=verdict.error_class.value,
-        error_message=truncate_utf8(f"{type(again).__name__}: {again}", 1024),
+        error_message=truncate_utf8(
+            f"{type(again).__name__}: {again}", ctx.error_message_max_bytes
+        ),
         dlt_reason=DeadLetterReason.PERMANENT,
         due_ms=d.headers.due_ms,
     )
