@@ -61,4 +61,10 @@ def db(dsn: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
             "SELECT schedule_id, attempt, lateness_ms FROM schedule_retry_attempts"
             " WHERE lateness_ms < 0"
         ).fetchall()
+        backwards = check.execute(
+            "SELECT schedule_id, attempt, started_at, finished_at FROM schedule_retry_attempts"
+            " WHERE finished_at < started_at"
+        ).fetchall()
     assert not early, f"attempts processed before their due time: {early}"
+    # One clock (the worker's) for both ends of an attempt.
+    assert not backwards, f"attempts that finished before they started: {backwards}"

@@ -39,6 +39,12 @@ from flagsched.consumer.waiting import brought_before, lock_waiting
 MAX_BROUGHT_PER_FLAG = 500
 
 
+def run_order(deliveries: Sequence[Delivery]) -> list[int]:
+    """Indexes of ``deliveries`` in the order in which every worker locks and applies
+    them: the due order of consumer/dueorder.py."""
+    return dueorder.order(deliveries)
+
+
 def run_batch(
     conn: psycopg.Connection[Row], deliveries: Sequence[Delivery], ctx: AttemptContext
 ) -> list[AttemptResult]:
@@ -46,10 +52,11 @@ def run_batch(
 
     Order is (flag, scheduled_at, id): each flag's changes apply in due order, and
     workers lock flags and schedules in the same order, so their batches cannot
-    deadlock. An infrastructure error fails the whole call (nothing of the open
-    transaction commits) and the caller pauses in place.
+    deadlock. An error outside every savepoint fails the whole call (nothing of the
+    open transaction commits): the caller pauses in place if the error table says
+    ``pause``, else redoes the batch one schedule at a time (consumer/isolate.py).
     """
-    order = dueorder.order(deliveries)
+    order = run_order(deliveries)
     wait = ctx.lock_timeout_ms > 0
     with conn.transaction():
         set_local(conn, "statement_timeout", ctx.statement_timeout_ms)

@@ -29,11 +29,12 @@ from flagsched.consumer.bookkeeping import (
     record,
     replay,
 )
-from flagsched.consumer.classify import classify
+from flagsched.consumer.classify import settle
 from flagsched.consumer.decode import Delivery
+from flagsched.consumer.jsonb import Unreadable
 from flagsched.consumer.outcome import AttemptResult, Outcome
-from flagsched.runtime.errors import FlagLocked, FlagNotFound, InvalidUpdate
-from flagsched.schemas.error_classes import Disposition, ErrorClass
+from flagsched.runtime.errors import FlagLocked, FlagNotFound, FlagschedError, InvalidUpdate
+from flagsched.schemas.error_classes import ErrorClass
 from flagsched.schemas.events import to_epoch_ms, to_epoch_us
 from flagsched.schemas.headers import DeadLetterReason
 from flagsched.schemas.updates import FlagUpdate
@@ -90,30 +91,60 @@ def triage(
         )
     row = dict(row)
     recorded = {k[4:]: row.pop(k) for k in list(row) if k.startswith("rec_")}
+    if row["flag_key"] != ev.flag_key:
+        # Flags are locked by the record's key and changed by the row's: a record that
+        # disagrees (forged, or the row's flag_key was edited after dispatch) touches
+        # nothing. The stuck-row sweep re-sends an edited row under its own key.
+        return AttemptResult(
+            Outcome.POISON,
+            n,
+            ev.schedule_id,
+            ev.flag_key,
+            error_class=ErrorClass.POISON.value,
+            error_message=f"record names flag {ev.flag_key!r} but schedule {ev.schedule_id}"
+            f" is of flag {row['flag_key']!r}",
+            dlt_reason=DeadLetterReason.POISON,
+            due_ms=delivery.headers.due_ms,
+        )
     if recorded["attempt"] is not None:
+        if _ms(recorded["due_at"]) != delivery.headers.due_ms:
+            return _drop(delivery, "another due time than the recorded attempt's")
         # Applied by another wake-up, ahead of it (due order): that wake-up's record sends
         # its events, and sends them again if redelivered (consumer/dueorder.py).
-        if _ms(recorded["due_at"]) != delivery.headers.due_ms or recorded["applied_with"]:
-            return AttemptResult(Outcome.DROP, n, ev.schedule_id, ev.flag_key)
+        if recorded["applied_with"]:
+            return _drop(delivery, "applied ahead of it by an older-first wake-up (due order)")
         return replay(conn, row, recorded)
-    if row["status"] in ("applied", "dead", "superseded") or n != row["retry_count"] + 1:
-        return AttemptResult(Outcome.DROP, n, ev.schedule_id, ev.flag_key)
+    if row["status"] in ("applied", "dead", "superseded"):
+        return _drop(delivery, f"schedule is {row['status']}")
+    if n != row["retry_count"] + 1:
+        return _drop(delivery, f"the row expects attempt {row['retry_count'] + 1}")
     # A wake-up for another due time than the row's (edited or re-armed since it was
     # sent, e.g. after pre-dispatch) is stale: the row's own wake-up does the work.
     expected = row["scheduled_at"] if n == 1 else row["next_retry_at"]
     if expected is None or _ms(expected) != delivery.headers.due_ms:
-        return AttemptResult(Outcome.DROP, n, ev.schedule_id, ev.flag_key)
+        return _drop(delivery, "another due time than the row's")
     return row
+
+
+def _drop(delivery: Delivery, why: str) -> AttemptResult:
+    """A stale, duplicate or unexpected wake-up: committed, nothing else (``why`` is
+    kept on the span and the metrics' outcome, not logged: duplicates are routine)."""
+    ev = delivery.event
+    return AttemptResult(
+        Outcome.DROP, delivery.headers.attempt, ev.schedule_id, ev.flag_key, error_message=why
+    )
 
 
 def parse_update(row: Row) -> dict[str, Any]:
     """The fields the schedule sets; raises :class:`InvalidUpdate` if it sets none or bad ones."""
     key = row["flag_key"]
+    if isinstance(row["updates"], Unreadable):
+        raise InvalidUpdate(f"invalid update for flag {key!r}: {row['updates'].reason}")
     try:
         update = FlagUpdate.model_validate(row["updates"]).fields()
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        where = ".".join(str(p) for p in first["loc"]) or "updates"
         raise InvalidUpdate(f"invalid update for flag {key!r}: {where}: {first['msg']}") from exc
     if not update:
         raise InvalidUpdate(f"update for flag {key!r} changes nothing")
@@ -221,15 +252,8 @@ def attempt_in_transaction(
         return record(
             conn, plan_outcome(row, delivery, ctx, started, Outcome.SUPERSEDED, by=sup.by)
         )
-    except (psycopg.Error, FlagNotFound, FlagLocked, InvalidUpdate) as exc:
-        verdict = classify(exc)
-        if verdict.disposition is Disposition.PAUSE:
-            raise
-        permanent = verdict.disposition is Disposition.PERMANENT
-        failed = plan_failure(
-            row, delivery, ctx, started, exc, verdict.error_class.value, permanent=permanent
-        )
-        return record(conn, failed)
+    except (psycopg.Error, FlagschedError) as exc:
+        return record(conn, plan_failure(row, delivery, ctx, started, exc, settle(exc)))
     return record(conn, plan_outcome(row, delivery, ctx, started, Outcome.APPLIED, version=version))
 
 

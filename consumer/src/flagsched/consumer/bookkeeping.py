@@ -12,9 +12,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from pydantic import ValidationError
 
+from flagsched.consumer.classify import Classification
 from flagsched.consumer.decode import Delivery
 from flagsched.consumer.outcome import AttemptResult, Outcome
+from flagsched.runtime.errors import InvalidRetryPolicy
+from flagsched.schemas.error_classes import ErrorClass
 from flagsched.schemas.headers import DeadLetterReason, truncate_utf8
 from flagsched.schemas.retry.policy import (
     PolicyOverride,
@@ -41,10 +45,16 @@ class AttemptContext:
 
 
 def _policy(ctx: AttemptContext, row: Row, error_class: str) -> RetryPolicy:
-    override = PolicyOverride.model_validate(row["retry_policy"] or {})
-    if row["max_retries"] is not None:
-        override = override.model_copy(update={"max_retries": row["max_retries"]})
-    return policy_for(ctx.policy, override, error_class)
+    """The schedule's effective policy; :class:`InvalidRetryPolicy` if its own does not fit."""
+    try:
+        override = PolicyOverride.model_validate(row["retry_policy"] or {})
+        if row["max_retries"] is not None:
+            override = override.model_copy(update={"max_retries": row["max_retries"]})
+        return policy_for(ctx.policy, override, error_class)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "retry_policy"
+        raise InvalidRetryPolicy(f"retry_policy: {where}: {first['msg']}") from exc
 
 
 @dataclass(frozen=True)
@@ -61,16 +71,28 @@ def plan_failure(
     ctx: AttemptContext,
     started: datetime,
     exc: BaseException,
-    error_class: str,
-    *,
-    permanent: bool,
+    verdict: Classification,
 ) -> Planned:
-    """A failed attempt: dead (permanent or exhausted) or a retry at its backoff."""
+    """A failed attempt: dead (permanent or exhausted) or a retry at its backoff.
+
+    ``verdict`` is the error table's (consumer/classify.py) on ``exc``. A retryable
+    failure of a schedule whose own ``retry_policy`` does not fit the model (a row
+    from before migration 0005, or written around the admin API) cannot be retried
+    by it: it is dead with ``invalid_retry_policy``, the message naming both.
+    """
     n = delivery.headers.attempt
-    message = truncate_utf8(f"{type(exc).__name__}: {exc}".strip(), ctx.error_message_max_bytes)
+    text = f"{type(exc).__name__}: {exc}".strip()
+    error_class, permanent = verdict.error_class.value, verdict.permanent
     first_failed = row["first_failed_at"] or started
-    policy = _policy(ctx, row, error_class)
-    if permanent or is_exhausted(policy, n):
+    policy: RetryPolicy | None = None
+    if not permanent:
+        try:
+            policy = _policy(ctx, row, error_class)
+        except InvalidRetryPolicy as bad:
+            permanent = True
+            error_class, text = ErrorClass.INVALID_RETRY_POLICY.value, f"{bad} (after {text})"
+    message = truncate_utf8(text, ctx.error_message_max_bytes)
+    if permanent or policy is None or is_exhausted(policy, n):
         reason = DeadLetterReason.PERMANENT if permanent else DeadLetterReason.EXHAUSTED
         return plan_outcome(
             row,
@@ -207,13 +229,14 @@ _WRITE = (
     " last_error = COALESCE(v.c_msg, f.last_error),"
     " last_error_class = COALESCE(v.c_cls, f.last_error_class),"
     " first_failed_at = COALESCE(f.first_failed_at, v.c_ff),"
-    " finished_at = CASE WHEN v.c_terminal THEN now() END,"
+    " finished_at = CASE WHEN v.c_terminal THEN %(finished)s::timestamptz END,"
     " finished_attempt = CASE WHEN v.c_terminal THEN v.c_n END,"
     " superseded_by = v.c_by, updated_at = now() FROM v WHERE f.id = v.c_id RETURNING f.id)"
     " INSERT INTO schedule_retry_attempts (schedule_id, attempt, started_at, finished_at,"
     " due_at, lateness_ms, outcome, error_class, error_message, dlt_reason, next_attempt_at,"
     " topic, kafka_partition, kafka_offset, worker, trace_id, applied_with)"
-    " SELECT v.c_id, v.c_n, v.c_started, now(), v.c_due_at, v.c_lateness, v.c_outcome,"
+    " SELECT v.c_id, v.c_n, v.c_started, %(finished)s::timestamptz, v.c_due_at,"
+    " v.c_lateness, v.c_outcome,"
     " v.c_cls, v.c_msg, v.c_reason, v.c_next_at, v.c_topic, v.c_part, v.c_off, v.c_worker,"
     " v.c_trace, v.c_with FROM v JOIN s ON s.id = v.c_id"
 )
@@ -223,7 +246,11 @@ def write_outcomes(conn: psycopg.Connection[Row], planned: Sequence[Planned]) ->
     """Record planned attempts in the open transaction, in one statement."""
     if not planned:
         return
-    conn.execute(_WRITE, {name: [p.params[name] for p in planned] for name, _ in _COLUMNS})
+    # started_at and finished_at both come from this worker's clock: now() is the
+    # database's, and the transaction's start, so it came before every started_at.
+    params: dict[str, Any] = {name: [p.params[name] for p in planned] for name, _ in _COLUMNS}
+    params["finished"] = datetime.now(UTC)
+    conn.execute(_WRITE, params)
 
 
 def record(conn: psycopg.Connection[Row], planned: Planned) -> AttemptResult:

@@ -7,8 +7,12 @@ of retry/policy.py (capped, jittered).
 HALF_OPEN: one probe in flight; success closes, failure re-opens with a longer wait.
 
 A breaker may also be opened by another worker through the control topic
-(``remote``); it then follows that worker's CLOSED event, or closes by itself
-when the remote OPEN is older than ``stale_s`` and its own probe succeeds.
+(``remote``). Another worker's OPEN is a hint, not an order: this worker pauses
+and probes on its own backoff like an opener, and closes on that worker's
+CLOSED event or on its own successful probe, whichever comes first. After its
+own probe has succeeded, it ignores remote OPENs for ``stale_s``: whoever can
+write the control topic cannot keep it paused while the database answers it
+(a real outage in that window is still found by its own failures).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class Breaker:
         self._failures = 0
         self._probes = 0
         self._next_probe = 0.0
+        self._answered_at: float | None = None  # this worker's last successful probe
         self._probe_policy = RetryPolicy(
             max_retries=0,
             base_s=config.probe_base_s,
@@ -77,10 +82,18 @@ class Breaker:
         if not self.is_open:
             self._failures = 0
 
-    def open_remote(self) -> None:
-        """Another worker opened the group's breaker."""
-        if not self.is_open:
-            self._open(remote=True)
+    def open_remote(self) -> bool:
+        """Another worker opened the group's breaker; True if this one opened now.
+
+        Ignored within ``stale_s`` of this worker's own successful probe.
+        """
+        if self.is_open:
+            return False
+        answered = self._answered_at
+        if answered is not None and self._clock() - answered < self.config.stale_s:
+            return False
+        self._open(remote=True)
+        return True
 
     def close_remote(self) -> bool:
         """Another worker closed it; True if this breaker closed now."""
@@ -93,8 +106,6 @@ class Breaker:
         """Whether to send the single half-open probe now."""
         if not self.is_open or self.state is BreakerState.HALF_OPEN:
             return False
-        if self.remote and not self._remote_stale():
-            return False  # the opener probes; we follow its CLOSED event
         if self._clock() >= self._next_probe:
             self.state = BreakerState.HALF_OPEN
             return True
@@ -103,6 +114,7 @@ class Breaker:
     def probe_result(self, ok: bool) -> None:
         """The outcome of the half-open probe."""
         if ok:
+            self._answered_at = self._clock()
             self._close()
             return
         self.state = BreakerState.OPEN
@@ -120,9 +132,6 @@ class Breaker:
         self.remote = False
         self.opened_at = None
         self._failures = 0
-
-    def _remote_stale(self) -> bool:
-        return self.opened_at is not None and self._clock() - self.opened_at > self.config.stale_s
 
     def _schedule_probe(self) -> None:
         self._probes += 1

@@ -1,10 +1,15 @@
-"""The one table that classifies failures.
+"""The one table that classifies failures, and the one function that reads it.
 
 Each row maps an exception type (psycopg's per-SQLSTATE classes, or flagsched's
 own errors) to an :class:`ErrorClass` and what it does to the schedule
 (:class:`Disposition`). The first matching row wins, so specific classes come
 before their bases. Anything unknown is retried: a bug should not silently
 dead-letter a holiday promotion, and exhaustion still bounds it.
+
+:func:`classify` is the only decider, at every level: one schedule's apply
+(consumer/attempt.py, consumer/coalesce.py) and a whole poll's batch
+(consumer/processor.py). Only the ``pause`` class (the database or the network
+is not there) pauses anything; every other failure belongs to one schedule.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from psycopg import errors as pg
 from flagsched.runtime.errors import (
     FlagLocked,
     FlagNotFound,
+    InvalidRetryPolicy,
+    InvalidSchedule,
     InvalidUpdate,
     PoisonRecord,
     ScheduleNotFound,
@@ -32,6 +39,16 @@ class Classification:
     error_class: ErrorClass
     disposition: Disposition
 
+    @property
+    def pauses(self) -> bool:
+        """Infrastructure: nothing is the schedule's fault, no attempt is used up."""
+        return self.disposition is Disposition.PAUSE
+
+    @property
+    def permanent(self) -> bool:
+        """Retrying cannot help: dead-letter at once."""
+        return self.disposition is Disposition.PERMANENT
+
 
 _R, _P, _I = Disposition.RETRY, Disposition.PERMANENT, Disposition.PAUSE
 
@@ -40,6 +57,8 @@ TABLE: tuple[tuple[type[BaseException], ErrorClass, Disposition], ...] = (
     (PoisonRecord, ErrorClass.POISON, _P),
     (FlagNotFound, ErrorClass.FLAG_NOT_FOUND, _P),
     (InvalidUpdate, ErrorClass.INVALID_UPDATE, _P),
+    (InvalidRetryPolicy, ErrorClass.INVALID_RETRY_POLICY, _P),
+    (InvalidSchedule, ErrorClass.INVALID_SCHEDULE, _P),
     (ScheduleNotFound, ErrorClass.SCHEDULE_NOT_FOUND, _P),
     (ServiceUnavailable, ErrorClass.INFRASTRUCTURE, _I),
     # contention: another transaction holds what we need; try again later
@@ -66,8 +85,24 @@ TABLE: tuple[tuple[type[BaseException], ErrorClass, Disposition], ...] = (
 
 
 def classify(exc: BaseException) -> Classification:
-    """Look ``exc`` up in :data:`TABLE`; unknown errors are retryable ``unknown``."""
+    """Look ``exc`` up in :data:`TABLE`; unknown errors are retryable ``unknown``.
+
+    Every site that handles a failure asks this, and only this: ``pauses`` re-raises
+    (or pauses the batch in place), anything else is the one schedule's failure.
+    """
     for exc_type, error_class, disposition in TABLE:
         if isinstance(exc, exc_type):
             return Classification(error_class, disposition)
     return Classification(ErrorClass.UNKNOWN, Disposition.RETRY)
+
+
+def settle(exc: Exception) -> Classification:
+    """The verdict on one schedule whose attempt raised ``exc``.
+
+    Re-raises ``exc`` when its class pauses: the caller's transaction is lost with
+    the database, and the whole batch is paused in place (consumer/processor.py).
+    """
+    verdict = classify(exc)
+    if verdict.pauses:
+        raise exc
+    return verdict

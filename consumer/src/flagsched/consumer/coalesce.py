@@ -52,11 +52,11 @@ from flagsched.consumer.bookkeeping import (
     plan_outcome,
     write_outcomes,
 )
-from flagsched.consumer.classify import classify
+from flagsched.consumer.classify import settle
 from flagsched.consumer.decode import Delivery
 from flagsched.consumer.outcome import AttemptResult, Outcome
 from flagsched.runtime.errors import FlagLocked, InvalidUpdate
-from flagsched.schemas.error_classes import Disposition
+from flagsched.runtime.logtext import printable
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +180,11 @@ def apply_set(
         with conn.transaction():  # savepoint: a failed write leaves the batch untouched
             _write_flags(conn, folds)
     except psycopg.Error as exc:
-        if classify(exc).disposition is Disposition.PAUSE:
-            raise
-        log.info("folded write refused (%s); applying the batch one schedule at a time", exc)
+        settle(exc)  # re-raised if it pauses
+        log.info(
+            "folded write refused (%s); applying the batch one schedule at a time",
+            printable(exc, 500),  # the message's DETAIL quotes row values
+        )
         return None
     write_outcomes(conn, planned)
     return results
@@ -191,16 +193,7 @@ def apply_set(
 def _failure(
     row: Row, d: Delivery, ctx: AttemptContext, started: datetime, exc: Exception
 ) -> Planned:
-    verdict = classify(exc)
-    return plan_failure(
-        row,
-        d,
-        ctx,
-        started,
-        exc,
-        verdict.error_class.value,
-        permanent=verdict.disposition is Disposition.PERMANENT,
-    )
+    return plan_failure(row, d, ctx, started, exc, settle(exc))
 
 
 def _fold(fold: _Fold, row: Row, d: Delivery, ctx: AttemptContext, started: datetime) -> Planned:

@@ -21,6 +21,7 @@ from flagsched.consumer.holds import Holds
 from flagsched.consumer.kafka_clients import KafkaClients
 from flagsched.consumer.kafka_compat import resume
 from flagsched.consumer.processor import now_ms
+from flagsched.runtime.logtext import printable
 from flagsched.runtime.settings import Settings
 from flagsched.schemas.events import BreakerState
 
@@ -57,12 +58,15 @@ class BreakerCoordinator:
         """Honour the OPEN and CLOSED events other workers published."""
         assert self._clients.control is not None
         for event in self._clients.control.poll():
+            who, why = printable(event.worker_id), printable(event.reason)
             if event.state is BreakerState.OPEN and not self.breaker.is_open:
-                log.warning("breaker opened by %s: %s; pausing", event.worker_id, event.reason)
-                self.breaker.open_remote()
+                if not self.breaker.open_remote():
+                    log.debug("breaker open from %s ignored: the database answered us", who)
+                    continue
+                log.warning("breaker opened by %s: %s; pausing until a probe answers", who, why)
                 self.pause_all()
             elif event.state is BreakerState.CLOSED and self.breaker.close_remote():
-                log.warning("breaker closed by %s; resuming", event.worker_id)
+                log.warning("breaker closed by %s; resuming", who)
                 self._resume_all()
 
     def probe_if_due(self) -> None:

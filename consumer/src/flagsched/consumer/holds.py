@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from flagsched.schemas.headers import RecordHeaders
+from flagsched.schemas.retry.policy import MAX_DELAY_S
 from flagsched.schemas.retry.tiers import pick_tier
 from flagsched.schemas.topics import TopicLayout
 
@@ -49,6 +50,20 @@ def judge(
     if tier is None:
         return Verdict(Timing.HOLD, due_ms)
     return Verdict(Timing.HOP, due_ms, tier)
+
+
+def latest_due_ms(layout: TopicLayout, topic: str, now_ms: int, lookahead_s: float) -> int:
+    """The latest due time a record of ``topic`` can honestly carry, read at ``now_ms``.
+
+    The dispatcher sends to the due and priority topics what is due, and pre-dispatches
+    at most ``lookahead_s`` ahead (into a tier); a retry waits at most the longest
+    delay a policy allows (``MAX_DELAY_S``). A largest tier is added as slack for
+    clocks and for a record read late. A record due later than this is forged or
+    broken: held until then, it would hold its whole partition, so it is poison.
+    """
+    largest_s = max(layout.tiers_s)
+    ahead_s = lookahead_s if topic not in layout.tier_topics else max(lookahead_s, MAX_DELAY_S)
+    return now_ms + int((ahead_s + largest_s) * 1000)
 
 
 def rotation_tier(layout: TopicLayout, due_ms: int, now_ms: int) -> float:

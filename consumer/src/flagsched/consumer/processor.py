@@ -17,10 +17,13 @@ from flagsched.consumer.apply import run_batch
 from flagsched.consumer.bookkeeping import AttemptContext
 from flagsched.consumer.classify import classify
 from flagsched.consumer.decode import Delivery, coordinates, decode_event, decode_headers
-from flagsched.consumer.holds import Timing, judge, rotation_tier
+from flagsched.consumer.holds import Timing, judge, latest_due_ms, rotation_tier
+from flagsched.consumer.isolate import paused, run_isolated
+from flagsched.consumer.jsonb import install as read_json_safely
 from flagsched.consumer.outcome import AttemptResult, Outcome
 from flagsched.runtime.db.connect import DictConnection, connect
 from flagsched.runtime.errors import PoisonRecord
+from flagsched.runtime.logtext import printable
 from flagsched.runtime.settings import Settings
 from flagsched.runtime.telemetry.tracing import AttemptSpan, Tracing
 from flagsched.schemas.error_classes import ErrorClass
@@ -62,7 +65,19 @@ class RecordProcessor:
             headers = decode_headers(rec)
         except PoisonRecord as exc:
             return _poison(rec, exc)
-        verdict = judge(self.layout, rec.topic, rec.timestamp, headers, now_ms())
+        now = now_ms()
+        latest = latest_due_ms(self.layout, rec.topic, now, self.settings.dispatch_lookahead_s)
+        if headers.due_ms > latest:
+            # Held until then, it would block every record behind it in its partition.
+            late_s = (headers.due_ms - now) / 1000
+            return _poison(
+                rec,
+                PoisonRecord(
+                    f"due in {late_s:.0f}s, beyond what {rec.topic}"
+                    f" may carry ({(latest - now) / 1000:.0f}s)"
+                ),
+            )
+        verdict = judge(self.layout, rec.topic, rec.timestamp, headers, now)
         if verdict.timing is Timing.HOLD:
             return AttemptResult(
                 Outcome.HOLD, headers.attempt, hold_until_ms=verdict.until_ms, carried=headers
@@ -199,19 +214,28 @@ class RecordProcessor:
             return run_batch(self._db(), due, self.ctx)
         except Exception as exc:
             verdict = classify(exc)
-            # Infrastructure (or an error outside any savepoint): the whole batch rolled
-            # back, no attempt was recorded, so none is consumed; retried in place.
-            log.warning("batch of %d paused in place (%s): %s", len(due), verdict.error_class, exc)
-            self.drop_connection()
-            return [
-                AttemptResult(
-                    Outcome.PAUSE,
-                    d.headers.attempt,
-                    d.event.schedule_id,
-                    error_class=verdict.error_class.value,
+            if not verdict.pauses:
+                # One schedule's odd row or record, not the database: the others apply.
+                log.warning(
+                    "batch of %d failed (%s: %s); applying it one schedule at a time",
+                    len(due),
+                    verdict.error_class,
+                    type(exc).__name__,
                 )
-                for d in due
-            ]
+                results = run_isolated(self._db(), due, self.ctx)
+                if any(r.outcome is Outcome.PAUSE for r in results):
+                    self.drop_connection()
+                return results
+            # Infrastructure: the whole batch rolled back, no attempt was recorded, so
+            # none is consumed; retried in place.
+            log.warning(
+                "batch of %d paused in place (%s): %s",
+                len(due),
+                verdict.error_class,
+                printable(exc, 500),
+            )
+            self.drop_connection()
+            return [paused(d, verdict) for d in due]
 
     def probe(self) -> bool:
         """The breaker's half-open probe: can a fresh connection run a query?"""
@@ -238,6 +262,7 @@ class RecordProcessor:
                 timeout_s=self.settings.connect_timeout_s,
                 autocommit=True,
             )
+            read_json_safely(self._conn)
         return self._conn
 
     def drop_connection(self) -> None:
@@ -255,15 +280,17 @@ def _held(verdict: AttemptResult | Delivery) -> bool:
 
 
 def _poison(rec: Any, exc: PoisonRecord) -> AttemptResult:
-    attempt = 1
+    # The attempt and due time the record carried, when its headers were readable.
+    headers = None
     with contextlib.suppress(PoisonRecord):
-        attempt = RecordHeaders.decode(rec.headers).attempt
+        headers = RecordHeaders.decode(rec.headers)
     return AttemptResult(
         Outcome.POISON,
-        attempt,
+        headers.attempt if headers else 1,
         error_class=ErrorClass.POISON.value,
         error_message=str(exc)[:1024],
         dlt_reason=DeadLetterReason.POISON,
+        due_ms=headers.due_ms if headers else None,
     )
 
 

@@ -22,10 +22,12 @@ from typing import Any
 
 import psycopg
 from kafka.errors import KafkaError
+from pydantic import ValidationError
 
 from flagsched.runtime.clients import make_producer
 from flagsched.runtime.db.connect import DictConnection, connect
 from flagsched.runtime.errors import ServiceUnavailable
+from flagsched.runtime.logtext import printable
 from flagsched.runtime.settings import Settings
 from flagsched.runtime.telemetry.metrics import Metrics
 from flagsched.runtime.telemetry.tracing import Tracing
@@ -76,6 +78,31 @@ SELECT id, flag_key, scheduled_at, priority, retry_count + 1 AS attempt,
  LIMIT %(limit)s
  FOR UPDATE SKIP LOCKED
 """
+
+
+_MARK_DISPATCHED = (
+    "UPDATE flag_schedules SET status = 'dispatched', dispatched_at = now(),"
+    " updated_at = now() WHERE id = ANY(%(ids)s)"
+)
+_MARK_RESENT = "UPDATE flag_schedules SET dispatched_at = now() WHERE id = ANY(%(ids)s)"
+# A row that cannot be dispatched: dead at once, with the class and the reason (a
+# finished row is exempt from the CHECKs of migration 0005, so this always passes).
+_RETIRE = """
+UPDATE flag_schedules SET status = 'dead', last_error_class = 'invalid_schedule',
+       last_error = %(why)s, finished_at = now(), updated_at = now()
+ WHERE id = %(id)s
+"""
+
+
+def _event(row: dict[str, Any], now: datetime) -> ScheduleDue:
+    """The wake-up of ``row``; pydantic's ValidationError if the row breaks the contract."""
+    return ScheduleDue(
+        schedule_id=row["id"],
+        flag_key=row["flag_key"],
+        scheduled_at=row["scheduled_at"],
+        priority=Priority(row["priority"]),
+        dispatched_at=now,
+    )
 
 
 class Dispatcher:
@@ -134,6 +161,12 @@ class Dispatcher:
                     # at worst a record is published twice, which applying tolerates.
                     log.warning("dispatch round failed, reconnecting: %s", exc)
                     self._disconnect()
+                except psycopg.Error as exc:
+                    # Not an outage (a row the database cannot hand over, say): the
+                    # round rolled back; the dispatcher stays up and tries again.
+                    log.error("dispatch round failed: %s", printable(exc, 1000))
+                    self._disconnect()
+                    stop.wait(self.settings.dispatch_poll_interval_s)
         finally:
             self._producer.close(timeout=5)
             self._disconnect()
@@ -165,14 +198,13 @@ class Dispatcher:
             rows = self._conn.execute(_CLAIM, self._window()).fetchall()
             if not rows:
                 return 0
-            self._publish([(r, 1, r["scheduled_at"]) for r in rows])
-            self._conn.execute(
-                "UPDATE flag_schedules SET status = 'dispatched', dispatched_at = now(),"
-                " updated_at = now() WHERE id = ANY(%s)",
-                ([r["id"] for r in rows],),
-            )
-        self.dispatched_total += len(rows)
-        log.debug("dispatched %d schedules", len(rows))
+            # Marked before publishing (nothing is visible before the commit, which
+            # comes after the broker's acknowledgement): a row the CHECKs refuse is
+            # found before its record is sent.
+            good = self._refuse_bad(rows, _MARK_DISPATCHED)
+            self._publish([(ev, 1, r["scheduled_at"]) for r, ev in good])
+        self.dispatched_total += len(good)
+        log.debug("dispatched %d schedules", len(good))
         return len(rows)
 
     def _window(self) -> dict[str, float]:
@@ -197,11 +229,8 @@ class Dispatcher:
                 },
             ).fetchall()
             if rows:
-                self._publish([(r, int(r["attempt"]), r["due_at"]) for r in rows])
-                self._conn.execute(
-                    "UPDATE flag_schedules SET dispatched_at = now() WHERE id = ANY(%s)",
-                    ([r["id"] for r in rows],),
-                )
+                sent = self._refuse_bad(rows, _MARK_RESENT)
+                self._publish([(ev, int(r["attempt"]), r["due_at"]) for r, ev in sent])
         for r in rows:
             log.warning(
                 "schedule=%s flag=%s re-sent attempt %s: no progress past its due time",
@@ -211,19 +240,56 @@ class Dispatcher:
             )
         return len(rows)
 
-    def _publish(self, items: list[tuple[dict[str, Any], int, datetime]]) -> None:
+    def _refuse_bad(
+        self, rows: list[dict[str, Any]], mark: str
+    ) -> list[tuple[dict[str, Any], ScheduleDue]]:
+        """Mark ``rows`` (``mark``: an UPDATE by ``ids``); those fit to send, with their events.
+
+        A row that no event can be built from (its flag key breaks the FlagKey
+        pattern), or that the table's CHECKs refuse to mark (a row from before
+        migration 0005), is retired: dead, with its reason. The others go on.
+        """
+        assert self._conn is not None
+        now = datetime.now(UTC)
+        good: list[tuple[dict[str, Any], ScheduleDue]] = []
+        refused: list[tuple[dict[str, Any], str]] = []
+        for row in rows:
+            try:
+                good.append((row, _event(row, now)))
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "row"
+                refused.append((row, f"{where}: {first['msg']}"))
+        try:
+            with self._conn.transaction():  # savepoint
+                self._conn.execute(mark, {"ids": [r["id"] for r, _ in good]})
+        except psycopg.errors.IntegrityError:
+            # One row at a time, to find the ones refused (rare: old rows only).
+            fit = []
+            for row, event in good:
+                try:
+                    with self._conn.transaction():
+                        self._conn.execute(mark, {"ids": [row["id"]]})
+                    fit.append((row, event))
+                except psycopg.errors.IntegrityError as exc:
+                    refused.append((row, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+            good = fit
+        for row, why in refused:
+            self._conn.execute(_RETIRE, {"id": row["id"], "why": why[:1024]})
+            log.error(
+                "schedule=%s flag=%s dead, not dispatched: %s",
+                row["id"],
+                printable(row["flag_key"]),
+                printable(why),
+            )
+        return good
+
+    def _publish(self, items: list[tuple[ScheduleDue, int, datetime]]) -> None:
         now = datetime.now(UTC)
         futures = []
         # The send spans stay open until the broker acknowledged (or failed) the batch.
         with contextlib.ExitStack() as spans:
-            for row, attempt, due in items:
-                event = ScheduleDue(
-                    schedule_id=row["id"],
-                    flag_key=row["flag_key"],
-                    scheduled_at=row["scheduled_at"],
-                    priority=Priority(row["priority"]),
-                    dispatched_at=now,
-                )
+            for event, attempt, due in items:
                 topic = self._topic_for(event.priority, due, now)
                 key = event.flag_key.encode()
                 span = spans.enter_context(

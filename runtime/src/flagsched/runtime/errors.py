@@ -41,5 +41,13 @@ class InvalidUpdate(FlagschedError):
     """The schedule's update does not fit the flag (unknown field, wrong type, range)."""
 
 
+class InvalidRetryPolicy(FlagschedError):
+    """The schedule's own ``retry_policy`` does not fit the policy model."""
+
+
+class InvalidSchedule(FlagschedError):
+    """The schedule row breaks the contract (its flag key, or what its record says of it)."""
+
+
 class ScheduleNotFound(FlagschedError):
     """The event names a schedule id that is not in the database."""

@@ -19,6 +19,8 @@ class ErrorClass(StrEnum):
     INFRASTRUCTURE = "infrastructure"
     FLAG_NOT_FOUND = "flag_not_found"
     INVALID_UPDATE = "invalid_update"
+    INVALID_RETRY_POLICY = "invalid_retry_policy"
+    INVALID_SCHEDULE = "invalid_schedule"
     CONSTRAINT_VIOLATION = "constraint_violation"
     SCHEDULE_NOT_FOUND = "schedule_not_found"
     POISON = "poison"

@@ -33,7 +33,16 @@ def new_event_id() -> uuid.UUID:
     return uuid.UUID(int=_IDS.getrandbits(128), version=4)
 
 
-FlagKey = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")]
+#: The pattern of a flag key; migration 0005 checks ``flag_schedules.flag_key`` with the same.
+FLAG_KEY_PATTERN: Final = r"^[A-Za-z0-9._:-]+$"
+FlagKey = Annotated[str, Field(min_length=1, max_length=200, pattern=FLAG_KEY_PATTERN)]
+#: A schedule id is a PostgreSQL ``bigint``: a larger one cannot name a row.
+ScheduleId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+#: Bounds on the free text of a control event (the whole record is bounded too, see
+#: CONTROL_MAX_BYTES): whoever can write the control topic cannot flood the logs.
+WORKER_ID_MAX_CHARS: Final = 200
+CONTROL_REASON_MAX_CHARS: Final = 500
+CONTROL_MAX_BYTES: Final = 2048
 
 
 class _Event(BaseModel):
@@ -56,7 +65,7 @@ class ScheduleDue(_Event):
 
     schema_version: Literal[1] = SCHEDULE_DUE_VERSION
     event_id: uuid.UUID = Field(default_factory=new_event_id)
-    schedule_id: int = Field(ge=1)
+    schedule_id: ScheduleId
     flag_key: FlagKey
     scheduled_at: AwareDatetime
     priority: Priority = Priority.NORMAL
@@ -79,7 +88,7 @@ class LifecycleEvent(_Event):
     schema_version: Literal[1] = LIFECYCLE_VERSION
     event_id: uuid.UUID = Field(default_factory=new_event_id)
     type: LifecycleType
-    schedule_id: int = Field(ge=1)
+    schedule_id: ScheduleId
     flag_key: FlagKey
     attempt: int = Field(ge=1)
     occurred_at: AwareDatetime
@@ -117,8 +126,8 @@ class ControlEvent(_Event):
     schema_version: Literal[1] = CONTROL_VERSION
     kind: Literal["breaker"] = "breaker"
     state: BreakerState
-    worker_id: str
-    reason: str = ""
+    worker_id: str = Field(min_length=1, max_length=WORKER_ID_MAX_CHARS)
+    reason: str = Field(default="", max_length=CONTROL_REASON_MAX_CHARS)
     at: AwareDatetime
 
 

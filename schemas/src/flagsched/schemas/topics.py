@@ -104,7 +104,9 @@ class TopicLayout:
     def specs(self) -> list[TopicSpec]:
         """All topics with their partitions and configs, for `flagsched topics create`."""
         keep = {"retention.ms": str(7 * _DAY_MS)}
-        tier_keep = {"retention.ms": str(7 * _DAY_MS)}
+        # A tier record wakes at its timestamp plus the tier: the broker's append time,
+        # so that no producer can hold a tier partition with a future timestamp.
+        tier_keep = {"retention.ms": str(7 * _DAY_MS), "message.timestamp.type": "LogAppendTime"}
         return [
             TopicSpec(self.due, self.due_partitions, dict(keep)),
             TopicSpec(self.priority, self.priority_partitions, dict(keep)),

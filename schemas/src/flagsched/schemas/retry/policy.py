@@ -18,7 +18,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Annotated, Self
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, Strict, model_validator
 
 #: Bounds every policy duration (30 days): keeps ``now + delay`` and hop counts small.
 #: The runtime settings bound their backoff settings by the same constant, by name.
@@ -41,13 +41,18 @@ class Jitter(StrEnum):
 
 class PolicyOverride(BaseModel, frozen=True, extra="forbid"):
     """A partial policy (per-schedule ``retry_policy`` jsonb, or an error-class adjustment):
-    ``None`` or an absent key means "inherit"; unknown keys are rejected."""
+    ``None`` or an absent key means "inherit"; unknown keys are rejected.
 
-    max_retries: _Retries | None = None
-    base_s: _Positive | None = None
-    multiplier: _Multiplier | None = None
-    cap_s: _Positive | None = None
-    floor_s: _Floor | None = None
+    Numbers must be JSON numbers (``"1"`` or ``true`` is refused) and ``max_retries`` an
+    integer: the same shape migration 0005's ``flag_schedules_retry_policy_shape``
+    CHECK enforces, so a policy the model accepts is a policy the database accepts.
+    """
+
+    max_retries: Annotated[_Retries, Strict()] | None = None
+    base_s: Annotated[_Positive, Strict()] | None = None
+    multiplier: Annotated[_Multiplier, Strict()] | None = None
+    cap_s: Annotated[_Positive, Strict()] | None = None
+    floor_s: Annotated[_Floor, Strict()] | None = None
     jitter: Jitter | None = None
 
 
