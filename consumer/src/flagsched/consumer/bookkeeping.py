@@ -17,12 +17,12 @@ from flagsched.consumer.decode import Delivery
 from flagsched.consumer.outcome import AttemptResult, Outcome
 from flagsched.schemas.headers import DeadLetterReason, truncate_utf8
 from flagsched.schemas.retry.policy import (
+    MAX_RETRIES,
     PolicyOverride,
     RetryPolicy,
     is_exhausted,
-    next_attempt_at,
+    planned_attempt_at,
     policy_for,
-    seed_for,
 )
 
 Row = dict[str, Any]
@@ -43,7 +43,9 @@ class AttemptContext:
 def _policy(ctx: AttemptContext, row: Row, error_class: str) -> RetryPolicy:
     override = PolicyOverride.model_validate(row["retry_policy"] or {})
     if row["max_retries"] is not None:
-        override = override.model_copy(update={"max_retries": row["max_retries"]})
+        # The column allows any count; the model bounds it (the chain replay is O(n)).
+        retries = min(int(row["max_retries"]), MAX_RETRIES)
+        override = override.model_copy(update={"max_retries": retries})
     return policy_for(ctx.policy, override, error_class)
 
 
@@ -70,7 +72,8 @@ def plan_failure(
     message = truncate_utf8(f"{type(exc).__name__}: {exc}".strip(), ctx.error_message_max_bytes)
     first_failed = row["first_failed_at"] or started
     policy = _policy(ctx, row, error_class)
-    if permanent or is_exhausted(policy, n):
+    now = datetime.now(UTC)
+    if permanent or is_exhausted(policy, n, first_failed_at=first_failed, now=now):
         reason = DeadLetterReason.PERMANENT if permanent else DeadLetterReason.EXHAUSTED
         return plan_outcome(
             row,
@@ -83,7 +86,7 @@ def plan_failure(
             reason=reason,
             first_failed=first_failed,
         )
-    due = next_attempt_at(policy, n, seed_for(row["id"], n + 1), datetime.now(UTC))
+    due = planned_attempt_at(policy, row["id"], n, now)
     return plan_outcome(
         row,
         delivery,

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     backoff_cap_s: float = Field(default=3600.0, gt=0, le=MAX_DELAY_S)
     backoff_floor_s: float = Field(default=0.0, ge=0, le=MAX_DELAY_S)
     jitter: JitterName = "full"
+    #: Time budget: retry only while the first failure is younger than this (unset: the
+    #: count alone bounds retries). Error classes may set their own (lock_contention: 300).
+    max_retry_duration_s: float | None = Field(default=None, gt=0, le=MAX_DELAY_S)
 
     # --- dispatcher --------------------------------------------------------------
     dispatch_batch_size: int = Field(default=500, ge=1)
@@ -126,6 +129,10 @@ class Settings(BaseSettings):
     def _cap_above_floor(self) -> Settings:
         if self.backoff_cap_s < self.backoff_floor_s:
             raise ValueError("backoff_cap_s must not be below backoff_floor_s")
+        if self.backoff_cap_s < self.backoff_base_s:
+            raise ValueError("backoff_cap_s must not be below backoff_base_s")
+        if self.breaker_probe_cap_s < self.breaker_probe_base_s:
+            raise ValueError("breaker_probe_cap_s must not be below breaker_probe_base_s")
         return self
 
     def topic_layout(self) -> TopicLayout:
@@ -147,6 +154,7 @@ class Settings(BaseSettings):
             cap_s=self.backoff_cap_s,
             floor_s=self.backoff_floor_s,
             jitter=Jitter(self.jitter),
+            max_retry_duration_s=self.max_retry_duration_s,
         )
 
     def kafka_client_config(self) -> dict[str, Any]:
