@@ -127,6 +127,15 @@ def _cmd_producer(_args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_cleanup(run: Callable[..., int]) -> Handler:
+    def handler(args: argparse.Namespace, settings: Settings) -> int:
+        periodic = bool(args.periodic or args.every_s)
+        stop = _stop_on_signals() if periodic else None
+        return run(args, with_endpoints(settings, start=False), stop)
+
+    return handler
+
+
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from flagsched.demo.run import run_demo
 
@@ -175,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     register_stats(
         sub, lambda args, settings: cmd_stats(args, with_endpoints(settings, start=False))
     )
+    from flagsched.admin.cleanup_command import cmd_cleanup
+    from flagsched.admin.cleanup_command import register as register_cleanup
+
+    register_cleanup(sub, _cmd_cleanup(cmd_cleanup))
     db = sub.add_parser("db", help="database schema", description="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_sub.add_parser("migrate", help="apply missing migrations (idempotent)").set_defaults(

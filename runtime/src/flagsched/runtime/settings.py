@@ -80,6 +80,17 @@ class Settings(BaseSettings):
     #: time into the delay tier that fits and held by workers until due (0: off).
     dispatch_lookahead_s: float = Field(default=30.0, ge=0)
 
+    # --- retention (`flagsched cleanup`) --------------------------------------------
+    #: Days a terminal schedule is kept after it finished, per status; -1: for ever.
+    retention_applied_days: float = Field(default=30.0)
+    retention_superseded_days: float = Field(default=7.0)
+    retention_cancelled_days: float = Field(default=7.0)
+    retention_dead_days: float = Field(default=90.0)
+    #: Rows deleted per transaction (at most 1,000: short transactions, short locks).
+    cleanup_batch_size: int = Field(default=1000, ge=1, le=1000)
+    #: `flagsched cleanup --every-s` default: seconds between runs of the periodic task.
+    cleanup_interval_s: float = Field(default=3600.0, gt=0)
+
     # --- worker ------------------------------------------------------------------
     group_id: str = DEFAULT_GROUP_ID
     worker_id: str | None = None
@@ -124,6 +135,28 @@ class Settings(BaseSettings):
         if any(t <= 0 for t in v) or list(v) != sorted(set(v)):
             raise ValueError("tiers must be positive, distinct and ascending, e.g. [1,5,30]")
         return v
+
+    @field_validator(
+        "retention_applied_days",
+        "retention_superseded_days",
+        "retention_cancelled_days",
+        "retention_dead_days",
+    )
+    @classmethod
+    def _retention(cls, v: float) -> float:
+        if v != -1 and not 0 <= v <= 36500:
+            raise ValueError("a retention is -1 (keep for ever) or 0 to 36500 days")
+        return v
+
+    def retention_days(self) -> dict[str, float | None]:
+        """Retention per terminal status in days; ``None`` keeps that status for ever."""
+        days = {
+            "applied": self.retention_applied_days,
+            "superseded": self.retention_superseded_days,
+            "cancelled": self.retention_cancelled_days,
+            "dead": self.retention_dead_days,
+        }
+        return {status: None if d == -1 else d for status, d in days.items()}
 
     @model_validator(mode="after")
     def _cap_above_floor(self) -> Settings:
