@@ -246,6 +246,12 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     with connect(
         settings.require_database_url(), timeout_s=settings.connect_timeout_s, autocommit=True
     ) as conn:
+        if getattr(args, "experiment", None):
+            from flagsched.admin.experiments import experiment_report, render_report
+
+            report = experiment_report(conn, args.experiment)
+            print(report.to_json() if args.json else render_report(report), end="")
+            return 0
         stats = failure_stats(conn, since, until, tiers_s=settings.retry_tiers_s)
     log.debug("stats for %s .. %s: %d failure groups", since, until, len(stats.failures))
     print(stats.to_json() if args.json else render_stats(stats), end="")
@@ -275,4 +281,10 @@ def register(
         help="look at attempts finished in the last N minutes (default 60)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument(
+        "--experiment",
+        metavar="NAME",
+        help="instead: the backoff experiment's report per arm (all its schedules still"
+        " kept, whatever --since-minutes says)",
+    )
     parser.set_defaults(handler=handler)

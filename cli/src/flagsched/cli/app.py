@@ -188,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     from flagsched.admin.cleanup_command import register as register_cleanup
 
     register_cleanup(sub, _cmd_cleanup(cmd_cleanup))
+    from flagsched.admin.experiment_command import cmd_experiment
+    from flagsched.admin.experiment_command import register as register_experiment
+
+    register_experiment(
+        sub, lambda args, settings: cmd_experiment(args, with_endpoints(settings, start=False))
+    )
     db = sub.add_parser("db", help="database schema", description="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_sub.add_parser("migrate", help="apply missing migrations (idempotent)").set_defaults(
