@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from flagsched.admin.cleanup_command import register, run_periodically
-from flagsched.admin.retention import _DELETE_BATCH, ADVISORY_LOCK_KEY, MAX_BATCH, _params, cleanup
+from flagsched.admin.retention import _DELETE_BATCH, ADVISORY_LOCK_KEY, MAX_BATCH, _cutoffs, cleanup
 from flagsched.runtime.settings import Settings
 from tests.support.pipeline import add_flag, connect, wait_until
 
@@ -80,7 +80,7 @@ def test_deletes_terminal_schedules_past_retention_with_their_rows_and_nothing_l
 
     dry = cleanup(db, DEFAULTS, dry_run=True)
     assert dry.deleted == {"applied": 3, "superseded": 3, "cancelled": 3, "dead": 3}
-    assert (dry.attempts, dry.change_log, dry.batches) == (12, 3, 0)
+    assert (dry.attempts, dry.change_log, dry.batches) == (12, 3, 0)  # nothing deleted
     assert counts(db) == (12 + 8 + 6, 26, 5)  # the dry run deleted nothing
 
     done = cleanup(db, DEFAULTS)
@@ -109,7 +109,8 @@ def test_minus_one_keeps_a_status_for_ever(db):
 def test_deletes_in_batches_of_at_most_a_thousand(db):
     ids = make_rows(db, "applied", 40, 2_345)
     result = cleanup(db, DEFAULTS)
-    assert result.batches == 3 and result.deleted["applied"] == 2_345
+    # 3 batches of applied rows, and one (empty) per other status
+    assert result.batches == 3 + 3 and result.deleted["applied"] == 2_345
     assert not existing(db, ids)
     with pytest.raises(ValueError, match="batch_size"):
         cleanup(db, DEFAULTS, batch_size=MAX_BATCH + 1)
@@ -121,7 +122,7 @@ def test_each_batch_is_its_own_transaction(db):
     audit(db)
     ids = make_rows(db, "dead", 100, 35)
     result = cleanup(db, DEFAULTS, batch_size=10)
-    assert result.batches == 4 and not existing(db, ids)
+    assert result.batches == 4 + 3 and not existing(db, ids)
     per_txn = db.execute("SELECT txid, count(*) AS n FROM deleted_audit GROUP BY txid").fetchall()
     assert sorted(int(r["n"]) for r in per_txn) == [5, 10, 10, 10]
     stop = threading.Event()
@@ -152,7 +153,12 @@ def test_one_runner_at_a_time(db, dsn):
         result = cleanup(db, DEFAULTS)
         assert result.locked_out and result.schedules == 0
         assert existing(db, ids) == set(ids)
-    assert cleanup(db, DEFAULTS).deleted["dead"] == 3  # the lock went with its session
+    # The lock goes with its session (the server releases it as the backend exits).
+    wait_until(
+        lambda: not db.execute("SELECT 1 FROM pg_locks WHERE locktype = 'advisory'").fetchone(),
+        what="the other session's advisory lock released",
+    )
+    assert cleanup(db, DEFAULTS).deleted["dead"] == 3
 
 
 def test_a_row_locked_by_a_second_transaction_is_skipped_not_deleted(db, dsn):
@@ -187,7 +193,8 @@ def test_a_status_change_committed_after_the_snapshot_is_rechecked(db, dsn):
     gated = _DELETE_BATCH.replace(
         "WHERE", "WHERE (SELECT true FROM (SELECT pg_advisory_xact_lock(4242)) g) AND", 1
     )
-    params = _params(DEFAULTS, datetime.now(UTC), MAX_BATCH)
+    cutoff = _cutoffs(DEFAULTS, datetime.now(UTC))["dead"]
+    params = {"status": "dead", "cutoff": cutoff, "batch": MAX_BATCH}
     result: dict[str, Any] = {}
     with psycopg.connect(dsn, autocommit=True) as gate:
         gate.execute("SELECT pg_advisory_lock(4242)")
@@ -209,7 +216,7 @@ def test_a_status_change_committed_after_the_snapshot_is_rechecked(db, dsn):
             operator.execute("UPDATE flag_schedules SET status = 'pending' WHERE id = %s", (rid,))
         gate.execute("SELECT pg_advisory_unlock(4242)")
         racer.join(timeout=30)
-    assert result["batch"]["deleted"] == {}
+    assert (result["batch"]["selected"], result["batch"]["deleted"]) == (0, 0)
     assert existing(db, [rid]) == {rid}
 
 
