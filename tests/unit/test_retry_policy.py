@@ -184,12 +184,28 @@ def test_settings_reject_base_above_cap() -> None:
         Settings(backoff_base_s=20.0, backoff_cap_s=10.0)
 
 
-@given(st.sampled_from([None, *CLASS_ADJUSTMENTS]), st.floats(0.01, 100.0))
-def test_class_adjustment_never_drops_cap_below_a_chosen_base(
-    error_class: str | None, base_s: float
+@given(
+    st.sampled_from([None, *CLASS_ADJUSTMENTS]),
+    st.floats(0.01, 100.0),
+    st.none() | st.floats(0.01, 100.0),
+)
+def test_across_layers_the_cap_wins_over_a_larger_base(
+    error_class: str | None, base_s: float, cap_s: float | None
 ) -> None:
-    effective = policy_for(make(), PolicyOverride(base_s=base_s), error_class)
-    assert effective.base_s == base_s <= effective.cap_s
+    # As min(cap, ...) always did: a schedule's base above a class or global cap waits
+    # the cap, and never fails the worker's merge.
+    effective = policy_for(make(cap_s=50.0), PolicyOverride(base_s=base_s), error_class)
+    assert effective.base_s == min(base_s, effective.cap_s)
+    global_small_cap = make(base_s=0.01, cap_s=3.0)  # the integration tests' defaults
+    override = PolicyOverride(base_s=base_s, cap_s=cap_s if cap_s and cap_s >= base_s else None)
+    assert policy_for(global_small_cap, override, error_class).base_s <= 100.0
+
+
+def test_an_override_inconsistent_in_itself_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="base_s must not be above cap_s"):
+        PolicyOverride(base_s=5.0, cap_s=1.0)
+    with pytest.raises(ValidationError, match="floor_s must not be above cap_s"):
+        PolicyOverride.model_validate({"floor_s": 5, "cap_s": 1})
 
 
 def test_seed_is_stable_across_processes() -> None:
@@ -276,6 +292,8 @@ def test_policy_for_precedence() -> None:
     # The schedule's explicit choice beats the class adjustment, field by field.
     mine = policy_for(base, PolicyOverride(cap_s=100.0), "deadlock")
     assert (mine.base_s, mine.cap_s) == (0.2, 100.0)
+    # A schedule base above the class cap waits the cap (as min(cap, ...) always did).
+    assert policy_for(base, PolicyOverride(base_s=20.0), "deadlock").base_s == 10.0
 
 
 def test_class_adjustment_never_drops_cap_below_floor() -> None:

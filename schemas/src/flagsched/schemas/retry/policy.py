@@ -66,6 +66,15 @@ class PolicyOverride(BaseModel, frozen=True, extra="forbid"):
     jitter: Jitter | None = None
     max_retry_duration_s: _Positive | None = None
 
+    @model_validator(mode="after")
+    def _consistent_in_itself(self) -> Self:
+        if self.cap_s is not None:
+            for name in ("base_s", "floor_s"):
+                value = getattr(self, name)
+                if value is not None and value > self.cap_s:
+                    raise ValueError(f"{name} must not be above cap_s")
+        return self
+
 
 class RetryPolicy(BaseModel, frozen=True):
     """A complete, validated retry policy; ``floor_s <= cap_s`` and ``base_s <= cap_s``
@@ -89,7 +98,8 @@ class RetryPolicy(BaseModel, frozen=True):
 
     def merged(self, *overrides: PolicyOverride | None) -> RetryPolicy:
         """Apply ``overrides`` in order (later wins, ``None`` skipped) and re-validate:
-        pydantic's ``ValidationError`` if the result is inconsistent (floor > cap)."""
+        pydantic's ``ValidationError`` if the result is inconsistent (floor or base above
+        cap): the check for an override being written."""
         data = self.model_dump()
         for override in overrides:
             if override is not None:
@@ -129,18 +139,26 @@ def policy_for(
     (:data:`CLASS_ADJUSTMENTS`; unknown or ``None`` classes adjust nothing) < the
     schedule's own ``retry_policy`` override -- a user's explicit choice always wins.
 
-    An adjustment never lowers the cap below the effective floor or base (explicit
-    choices), so only a schedule override that conflicts with itself or the global
-    defaults raises ``ValidationError``; validate overrides when they are written, with
-    ``base.merged(override)``.
+    An adjustment never lowers the cap below the effective floor (an explicit minimum).
+    Across layers the cap wins over a larger base (``min(cap, ...)`` always did): a
+    schedule's ``base_s`` of 20 under the deadlock cap of 10 waits 10 s. Only a layer
+    that is inconsistent in itself (``base_s`` or ``floor_s`` above its own ``cap_s``)
+    is rejected, when it is written (:class:`PolicyOverride` validates itself), and a
+    schedule floor above the final cap raises ``ValidationError`` here; validate
+    overrides when they are written, with ``base.merged(override)``.
     """
     adjustment = CLASS_ADJUSTMENTS.get(error_class) if error_class is not None else None
     if adjustment is not None and adjustment.cap_s is not None:
-        adjusted = base.merged(adjustment.model_copy(update={"cap_s": None}), schedule_override)
-        lowest = max(adjusted.floor_s, adjusted.base_s)
-        if adjustment.cap_s < lowest:
-            adjustment = adjustment.model_copy(update={"cap_s": lowest})
-    return base.merged(adjustment, schedule_override)
+        own = schedule_override.floor_s if schedule_override is not None else None
+        floor = base.floor_s if own is None else own
+        if adjustment.cap_s < floor:
+            adjustment = adjustment.model_copy(update={"cap_s": floor})
+    data = base.model_dump()
+    for layer in (adjustment, schedule_override):
+        if layer is not None:
+            data.update(layer.model_dump(exclude_none=True))
+    data["base_s"] = min(data["base_s"], data["cap_s"])
+    return RetryPolicy.model_validate(data)
 
 
 def seed_for(schedule_id: int, attempt: int) -> int:
