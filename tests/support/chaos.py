@@ -1248,8 +1248,13 @@ def _check_expected(
         reason = attempts[-1]["dlt_reason"] if attempts else None
         got = (status, n, reason, row["last_error_class"])
         # Each manual retry adds one attempt, which fails permanently again.
-        if got != ("dead", 1 + len(w.manual_retries.get(sid, [])), "permanent", expected):
-            return [f"schedule {sid} (permanent {expected}): got {got}"]
+        manual = w.manual_retries.get(sid, [])
+        if got != ("dead", 1 + len(manual), "permanent", expected):
+            seen = [(a["attempt"], a["outcome"]) for a in attempts]
+            return [
+                f"schedule {sid} (permanent {expected}): got {got}, attempts {seen},"
+                f" retried by hand at {manual}"
+            ]
     if category == CANARY_LOCKED and status != "applied":
         return [f"schedule {sid} (canary through the tiers): {status} after {n} attempts"]
     if category in _RETRYABLE_CATEGORIES and status == "dead":

@@ -1,7 +1,8 @@
 """Retention: delete terminal schedules past their retention, never a live one.
 
-``flagsched cleanup`` runs this once; ``flagsched cleanup --every-s N`` is the periodic
-task (its own deployment, see docs/deployment.md). What it deletes and why it is safe:
+``flagsched cleanup`` runs this once; ``flagsched cleanup --periodic`` (or ``--every-s
+N``) is the periodic task (its own deployment, see docs/deployment.md, "Retention").
+What it deletes and why it is safe:
 
 * **Only terminal rows past their status's retention**: ``applied``, ``superseded``,
   ``cancelled`` or ``dead`` whose ``COALESCE(finished_at, updated_at)`` is older than
