@@ -74,8 +74,8 @@ WORKDIR /home/flagsched
 
 # The conventional metrics ports (set FLAGSCHED_METRICS_PORT and
 # FLAGSCHED_METRICS_ADDR=0.0.0.0 to serve /metrics): worker 9400, dispatcher 9401,
-# notifier 9402.
-EXPOSE 9400 9401 9402
+# notifier 9402, cleanup 9403.
+EXPOSE 9400 9401 9402 9403
 
 # Exec form: flagsched is PID 1 and receives SIGTERM itself. It handles it (finish the
 # batch in hand, commit, leave the group), so no init process is needed.

@@ -33,6 +33,7 @@ from tests.support.chaos import (
     seed_workload,
     spaced_times,
 )
+from tests.support.chaos_cleanup import CleanupChaos
 from tests.support.pipeline import wait_until
 from tests.support.services import need_local_stack
 
@@ -63,6 +64,7 @@ def chaos(
     spread_s: float = SPREAD_S,
     transient_retry_base_s: float | None = None,
     canary: bool = False,
+    cleanup: CleanupChaos | None = None,
 ) -> Ledger:
     run_id = new_run_id(random.Random(seed))
 
@@ -87,6 +89,7 @@ def chaos(
             seed=seed,
             drain_timeout_s=60.0,
             canary=canary,
+            cleanup=cleanup,
         )
     print(ledger.render())
     assert ledger.ok, ledger.render()
@@ -105,6 +108,36 @@ def test_sigkilled_workers_lose_and_double_nothing(make_settings, db, tmp_path):
     kills = spaced_times(random.Random(seed), 3, lo=0.5, hi=SPREAD_S + 2.0, gap=2.5)
     ledger = chaos(settings, tmp_path, [PlannedFault(t, "worker_kill") for t in kills], seed=seed)
     assert ledger.faults == {"worker_kill": 3}
+
+
+def test_cleanup_every_second_with_manual_retries_deletes_nothing_live(
+    make_settings, db, dsn, tmp_path
+):
+    # Issue 16: retention runs every second through a chaos run with killed workers,
+    # while an operator retries dead schedules by hand. The ledger holds (deleted rows
+    # are accounted for from an archive) and every deleted row was terminal.
+    seed = chaos_seed()
+    spread_s = float(os.environ.get("CHAOS_CLEANUP_SPREAD_S", "40"))
+    # The manual retry's wake-up comes from the stuck-row sweep, which runs every
+    # dispatch_stuck_after_s. Not shorter: a sweep re-sending a pre-dispatched row's
+    # wake-up while its tier record is in flight makes two workers race for the flag, and
+    # the loser's lock_contention uses up an attempt (seen with 1 s).
+    settings = make_settings(**CHAOS_OVERRIDES, dispatch_stuck_after_s=20.0)
+    kills = spaced_times(random.Random(seed), 3, lo=2.0, hi=spread_s, gap=5.0)
+    cleanup = CleanupChaos(dsn, retention_s=20.0, every_s=1.0, stuck_after_s=20.0, seed=seed)
+    ledger = chaos(
+        settings,
+        tmp_path,
+        [PlannedFault(t, "worker_kill") for t in kills],
+        seed=seed,
+        spread_s=spread_s,
+        cleanup=cleanup,
+    )
+    assert ledger.faults == {"worker_kill": 3}
+    s = ledger.stats
+    assert s.cleanup_runs >= spread_s * 0.8, ledger.render()
+    assert s.cleanup_deleted > 0, ledger.render()  # it did delete, all of it terminal
+    assert s.manual_retries > 0, ledger.render()
 
 
 def test_broker_restart_mid_run_loses_and_doubles_nothing(make_settings, db, tmp_path, devstack):

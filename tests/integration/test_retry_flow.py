@@ -36,7 +36,10 @@ def first_failure(db: Any, sid: int) -> dict[str, Any]:
 
 def test_tier_hops_are_never_early(settings, db, dsn):
     add_flag(db, "hops")
-    sid = add_schedule(db, "hops", {"enabled": True}, retry_policy={"base_s": 3.85})
+    # jitter none (the lock_contention class jitters "equal"): exactly 3.85 s
+    sid = add_schedule(
+        db, "hops", {"enabled": True}, retry_policy={"base_s": 3.85, "jitter": "none"}
+    )
     _, release = hold_flag_lock(dsn, "hops")
     with running_worker(settings), running_dispatcher(settings):
         failed = first_failure(db, sid)

@@ -76,7 +76,7 @@ def test_failures_success_by_attempt_and_backlog(settings, db, dsn):
 
     text = render_stats(stats)
     assert "50.0% of schedules that were applied succeeded on attempt 1." in text
-    assert "max_retries suggestion: 2" in text
+    assert "max_retries suggestion: 2 -- 99% of the 2 applied or exhausted" in text
     assert "FlagNotFound: flag <str> does not exist" in text
     assert json.loads(stats.to_json())["suggestion"]["max_retries"] == 2
 

@@ -50,6 +50,7 @@ from flagsched.devstack import DevStack
 from flagsched.runtime.settings import Settings
 from flagsched.schemas import headers as hdr
 from flagsched.schemas.events import ScheduleDue
+from tests.support.chaos_cleanup import CleanupChaos, archived
 from tests.support.pipeline import connect, header_map, settings_env, wait_until
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,8 @@ class Workload:
     locks: list[LockGroup] = field(default_factory=list)
     first_due: float = 0.0
     last_due: float = 0.0
+    #: schedule id -> attempts that were dead when an operator retried them by hand
+    manual_retries: dict[int, list[int]] = field(default_factory=dict)
 
     @property
     def ids(self) -> list[int]:
@@ -805,6 +808,10 @@ class RunStats:
     process_exits: list[str] = field(default_factory=list)
     unconsumed_records: int | None = None
     open_transactions: int | None = None
+    cleanup_runs: int = 0  # the retention option: cleanup runs and schedules deleted
+    cleanup_deleted: int = 0
+    manual_retries: int = 0
+    cleanup_errors: list[str] = field(default_factory=list)
 
 
 def count_not_final(dsn: str, ids: Sequence[int]) -> int:
@@ -841,9 +848,13 @@ def run_chaos(
     drain_timeout_s: float = 60.0,
     canary: bool = False,
     outage_s: float = 3.0,
+    cleanup: CleanupChaos | None = None,
 ) -> Ledger:
     """Start the workers, seed the workload (``make_workload``, once the group is up), run
-    it with its faults, wait for the drain, and check the ledger."""
+    it with its faults, wait for the drain, and check the ledger.
+
+    With ``cleanup``, retention runs every second from the first due time to the end of the
+    drain, and an operator retries dead schedules by hand until the last fault."""
     started = time.time()
     dsn = settings.require_database_url()
     stats = RunStats(seed=seed, drain_timeout_s=drain_timeout_s)
@@ -857,11 +868,15 @@ def run_chaos(
             what=f"{workers} workers in the group",
             interval_s=0.2,
         )
+        if cleanup is not None:
+            cleanup.install()
         with connect(dsn) as conn:
             workload = make_workload(conn)
         with LockHolder(dsn, workload.locks):
             procs.start("dispatcher")
             procs.supervise()
+            if cleanup is not None:
+                cleanup.start(workload.ids)
             injector = Injector(
                 settings, workload, procs, devstack, random.Random(seed), outage_s=outage_s
             )
@@ -870,8 +885,16 @@ def run_chaos(
                 threading.Event().wait(max(0.0, workload.first_due + fault.at_s - time.time()))
                 injector.inject(fault.kind)
             stats.faults = injector.events
+            if cleanup is not None:
+                cleanup.stop_retries()  # retried rows must end again before the drain ends
             if settle(lambda: count_not_final(dsn, workload.ids) == 0, drain_timeout_s):
                 stats.drain_s = round(time.time() - workload.first_due, 2)
+            if cleanup is not None:
+                cleanup.stop()
+                workload.manual_retries = cleanup.manual_retries
+                stats.cleanup_runs, stats.cleanup_deleted = cleanup.runs, cleanup.deleted
+                stats.manual_retries = sum(len(v) for v in cleanup.manual_retries.values())
+                stats.cleanup_errors = list(cleanup.errors)
         if canary and stats.drain_s is not None:
             with connect(dsn) as conn:
                 groups = seed_canaries(conn, workload, settings)
@@ -879,6 +902,8 @@ def run_chaos(
                 settle(lambda: count_not_final(dsn, workload.ids) == 0, 45.0)
         _settle_kafka(settings, stats)
     finally:
+        if cleanup is not None:
+            cleanup.stop()
         procs.close()
         stats.process_exits = list(procs.exits)
     stats.open_transactions = _last(
@@ -977,6 +1002,11 @@ class Ledger:
             f" unconsumed records {s.unconsumed_records}, open transactions {s.open_transactions},"
             f" breaker events {dict(sorted(self.breaker_events.items())) or '{}'}",
         ]
+        if s.cleanup_runs:
+            lines.append(
+                f"  cleanup           {s.cleanup_runs} runs deleted {s.cleanup_deleted}"
+                f" terminal schedules; {s.manual_retries} manual retries of dead ones"
+            )
         for category, counts in sorted(self.categories.items()):
             lines.append(f"  {category:<16}  {dict(sorted(counts.items()))}")
         lines.append(
@@ -1039,6 +1069,19 @@ def _gather(settings: Settings, w: Workload) -> tuple[_Evidence, int, int, dict[
             str(r["key"]): dict(r)
             for r in conn.execute("SELECT * FROM feature_flags WHERE key = ANY(%s)", (w.flags,))
         }
+        # Rows retention deleted (the cleanup option) are accounted for from the archive.
+        gone = archived(conn)
+        for r in gone["flag_schedules"]:
+            rows.setdefault(int(r["id"]), r)
+        for r in gone["flag_change_log"]:
+            changes[int(r["schedule_id"])].append(r)
+            flag_changes[str(r["flag_key"])].append(r)
+        for r in gone["schedule_retry_attempts"]:
+            attempts[int(r["schedule_id"])].append(r)
+        for group in (*flag_changes.values(), *changes.values()):
+            group.sort(key=lambda c: int(c["version"]))
+        for group in attempts.values():
+            group.sort(key=lambda a: int(a["attempt"]))
     layout = settings.topic_layout()
     dead_letters: dict[int, list[tuple[str | None, bytes | None]]] = defaultdict(list)
     dlt = read_topics(settings, [layout.dead_letter])
@@ -1072,8 +1115,11 @@ def check_ledger(settings: Settings, workload: Workload, stats: RunStats | None 
         stats=stats,
     )
     v = ledger.violations
+    v += stats.cleanup_errors
     for sid in workload.ids:
         row = ev.rows.get(sid)
+        if row is not None and row.get("status_at_delete") not in (None, *FINAL):
+            v.append(f"schedule {sid}: deleted by retention while {row['status_at_delete']}")
         if row is None:
             v.append(f"schedule {sid}: row missing")
             ledger.lost += 1
@@ -1092,9 +1138,10 @@ def check_ledger(settings: Settings, workload: Workload, stats: RunStats | None 
         per = ledger.categories.setdefault(workload.category[sid], {})
         for name, add in ((status, 1), ("attempts", len(attempts)), ("retried", len(attempts) > 1)):
             per[name] = per.get(name, 0) + int(add)
-        v += _check_final(sid, row, applied, ev)
+        retried_at = workload.manual_retries.get(sid, [])
+        v += _check_final(sid, row, applied, ev, manually_retried=bool(retried_at))
         v += _check_due_order(sid, row, attempts)
-        v += _check_attempts(sid, row, attempts, ev.changes.get(sid, []))
+        v += _check_attempts(sid, row, attempts, ev.changes.get(sid, []), retried_at)
         v += _check_expected(sid, row, attempts, workload)
     for sid in sorted(set(ev.dead_letters) - set(workload.ids)):
         v.append(f"dead-letter record for schedule {sid}, which is not in the workload")
@@ -1147,7 +1194,9 @@ def _summary(values: list[float]) -> dict[str, float | int]:
     return {"n": len(ordered), "p50": q(0.5), "p99": q(0.99), "max": ordered[-1]}
 
 
-def _check_final(sid: int, row: dict[str, Any], applied: int, ev: _Evidence) -> list[str]:
+def _check_final(
+    sid: int, row: dict[str, Any], applied: int, ev: _Evidence, *, manually_retried: bool = False
+) -> list[str]:
     status, key = str(row["status"]), str(row["flag_key"])
     events, dlts = ev.events.get(sid, Counter()), ev.dead_letters.get(sid, [])
     out: list[str] = []
@@ -1175,7 +1224,7 @@ def _check_final(sid: int, row: dict[str, Any], applied: int, ev: _Evidence) -> 
         for reason, rec_key in dlts:
             if not reason or rec_key != key.encode():
                 out.append(f"schedule {sid}: dead-letter record reason={reason} key={rec_key!r}")
-    elif dlts:
+    elif dlts and not manually_retried:  # a retried dead schedule may apply afterwards
         out.append(f"schedule {sid}: {len(dlts)} dead-letter records but status {status}")
     return out
 
@@ -1197,9 +1246,14 @@ _OUTCOME = {
 
 
 def _check_attempts(
-    sid: int, row: dict[str, Any], attempts: list[dict[str, Any]], changes: list[dict[str, Any]]
+    sid: int,
+    row: dict[str, Any],
+    attempts: list[dict[str, Any]],
+    changes: list[dict[str, Any]],
+    retried_at: Sequence[int] = (),
 ) -> list[str]:
-    """Attempts 1..n without gaps, only the last one final, matching the schedule's state."""
+    """Attempts 1..n without gaps, only the last one final (or dead and then retried by
+    hand: ``retried_at``), matching the schedule's state."""
     out: list[str] = []
     numbers = [int(a["attempt"]) for a in attempts]
     if numbers != list(range(1, len(numbers) + 1)):
@@ -1213,14 +1267,17 @@ def _check_attempts(
                 f"schedule {sid}: finished_attempt {row['finished_attempt']} of {len(attempts)}"
             )
     for a in attempts[:-1]:
-        if a["outcome"] != "retry":
+        manual = a["outcome"] == "dead" and int(a["attempt"]) in retried_at
+        if a["outcome"] != "retry" and not manual:
             out.append(f"schedule {sid}: attempt {a['attempt']} {a['outcome']} is not the last")
     if changes and attempts and int(changes[0]["attempt"]) != len(attempts):
         out.append(f"schedule {sid}: applied by attempt {changes[0]['attempt']} of {len(attempts)}")
-    return out + _check_timing(sid, attempts)
+    return out + _check_timing(sid, attempts, retried_at)
 
 
-def _check_timing(sid: int, attempts: list[dict[str, Any]]) -> list[str]:
+def _check_timing(
+    sid: int, attempts: list[dict[str, Any]], retried_at: Sequence[int] = ()
+) -> list[str]:
     """No attempt consumed by a fault, none early, every retry at or after its plan."""
     out: list[str] = []
     for a in attempts:
@@ -1231,6 +1288,8 @@ def _check_timing(sid: int, attempts: list[dict[str, Any]]) -> list[str]:
                 f"schedule {sid}: attempt {a['attempt']} ran {-a['lateness_ms']:.0f} ms early"
             )
     for prev, nxt in itertools.pairwise(attempts):
+        if int(prev["attempt"]) in retried_at:
+            continue  # re-armed by hand: due when the operator said, not by a plan
         planned = prev["next_attempt_at"]
         if planned is None or nxt["started_at"] < planned:
             out.append(
@@ -1253,8 +1312,14 @@ def _check_expected(
         expected = w.expected_error.get(sid)
         reason = attempts[-1]["dlt_reason"] if attempts else None
         got = (status, n, reason, row["last_error_class"])
-        if got != ("dead", 1, "permanent", expected):
-            return [f"schedule {sid} (permanent {expected}): got {got}"]
+        # Each manual retry adds one attempt, which fails permanently again.
+        manual = w.manual_retries.get(sid, [])
+        if got != ("dead", 1 + len(manual), "permanent", expected):
+            seen = [(a["attempt"], a["outcome"]) for a in attempts]
+            return [
+                f"schedule {sid} (permanent {expected}): got {got}, attempts {seen},"
+                f" retried by hand at {manual}"
+            ]
     if category == CANARY_LOCKED and status != "applied":
         return [f"schedule {sid} (canary through the tiers): {status} after {n} attempts"]
     if category in _RETRYABLE_CATEGORIES and status == "dead":

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta, timezone
+from itertools import islice
 
 import pytest
 from hypothesis import given
@@ -26,6 +28,7 @@ from flagsched.schemas.retry import (
     is_exhausted,
     next_attempt_at,
     planned_delay_s,
+    planned_delays,
     policy_for,
     preview,
     seed_for,
@@ -48,7 +51,7 @@ def policies(draw: st.DrawFn, jitters: st.SearchStrategy[Jitter] = ANY_JITTER) -
     return RetryPolicy(
         max_retries=draw(st.integers(0, 50)),
         # Sub-normal bases included on purpose: they exercise the overflow fallback.
-        base_s=draw(st.floats(min_value=0.0, max_value=MAX_DELAY_S, exclude_min=True)),
+        base_s=draw(st.floats(min_value=0.0, max_value=cap, exclude_min=True)),
         multiplier=draw(st.floats(min_value=1.0, max_value=1e6)),
         cap_s=cap,
         floor_s=draw(st.floats(min_value=0.0, max_value=cap)),
@@ -101,14 +104,30 @@ def test_equal_jitter_stays_in_upper_half(policy: RetryPolicy, n: int, seed: int
     assert raw / 2 <= delay <= raw
 
 
-@given(policies(st.just(Jitter.DECORRELATED)), st.integers(1, 60), seeds)
-def test_decorrelated_is_between_base_and_three_times_previous_raw(
-    policy: RetryPolicy, n: int, seed: int
+@given(policies(st.just(Jitter.DECORRELATED)), st.integers(0, 2**63), st.integers(1, 40))
+def test_decorrelated_is_the_aws_recurrence_on_the_seeded_chain(
+    policy: RetryPolicy, schedule_id: int, n: int
 ) -> None:
-    p = policy.merged(PolicyOverride(floor_s=0.0, cap_s=max(policy.cap_s, policy.base_s)))
-    prev = p.base_s if n == 1 else backoff_s(p.merged(PolicyOverride(jitter=Jitter.NONE)), n - 1, 0)
-    delay = backoff_s(p, n, seed)
-    assert p.base_s <= delay <= min(p.cap_s, 3 * prev) * (1 + 1e-12)
+    # AWS Architecture Blog: sleep = min(cap, uniform(base, 3 * previous sleep)), sleep_0 =
+    # base; "previous" is the delay actually planned before, replayed from its seed.
+    p = policy.merged(PolicyOverride(floor_s=0.0))
+    chain = list(islice(planned_delays(p, schedule_id), n))
+    previous = p.base_s
+    for k, delay in enumerate(chain, start=1):
+        assert p.base_s <= delay <= min(p.cap_s, 3 * previous) * (1 + 1e-12)
+        expected = min(
+            p.cap_s, random.Random(seed_for(schedule_id, k + 1)).uniform(p.base_s, 3 * previous)
+        )
+        assert delay == max(p.floor_s, min(p.cap_s, expected))
+        assert planned_delay_s(p, schedule_id, k) == delay
+        previous = delay
+
+
+def test_decorrelated_grows_from_the_previous_sleep_not_the_raw_delay() -> None:
+    # A multiplier of 1 keeps the raw delay at base; the blog's recurrence still grows.
+    policy = make(Jitter.DECORRELATED, base_s=1.0, multiplier=1.0, cap_s=1000.0)
+    tenth = [planned_delay_s(policy, sid, 10) for sid in range(200)]
+    assert sum(tenth) / len(tenth) > 3.0
 
 
 def test_full_jitter_is_uniform_chi_square() -> None:
@@ -125,6 +144,68 @@ def test_full_jitter_is_uniform_chi_square() -> None:
 def test_retry_number_must_be_positive() -> None:
     with pytest.raises(ValueError, match="retry_number"):
         backoff_s(make(), 0, 1)
+
+
+@given(
+    st.floats(allow_nan=True) | st.booleans() | st.text(max_size=3) | st.decimals(),
+    st.sampled_from(Jitter),
+)
+def test_retry_numbers_that_are_not_integers_are_rejected(number: object, jitter: Jitter) -> None:
+    policy = make(jitter)
+    for call in (
+        lambda: backoff_s(policy, number, 1),  # type: ignore[arg-type]
+        lambda: planned_delay_s(policy, 1, number),  # type: ignore[arg-type]
+        lambda: is_exhausted(policy, number),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(TypeError, match="must be an integer"):
+            call()
+
+
+@pytest.mark.parametrize("value", [2.5, 2.0, "3", True])
+def test_policy_max_retries_must_be_an_integer(value: object) -> None:
+    with pytest.raises(ValidationError, match="max_retries"):
+        PolicyOverride.model_validate({"max_retries": value})
+    with pytest.raises(ValidationError, match="max_retries"):
+        RetryPolicy.model_validate(make().model_dump() | {"max_retries": value})
+
+
+@given(st.floats(1e-3, 1e6), st.floats(1e-3, 1e6))
+def test_base_above_cap_is_rejected(base_s: float, cap_s: float) -> None:
+    data = make().model_dump() | {"base_s": base_s, "cap_s": cap_s}
+    if base_s > cap_s:
+        with pytest.raises(ValidationError, match="base_s must not be above cap_s"):
+            RetryPolicy.model_validate(data)
+    else:
+        assert RetryPolicy.model_validate(data).base_s == base_s
+
+
+def test_settings_reject_base_above_cap() -> None:
+    with pytest.raises(ValidationError, match="backoff_cap_s must not be below backoff_base_s"):
+        Settings(backoff_base_s=20.0, backoff_cap_s=10.0)
+
+
+@given(
+    st.sampled_from([None, *CLASS_ADJUSTMENTS]),
+    st.floats(0.01, 100.0),
+    st.none() | st.floats(0.01, 100.0),
+)
+def test_across_layers_the_cap_wins_over_a_larger_base(
+    error_class: str | None, base_s: float, cap_s: float | None
+) -> None:
+    # As min(cap, ...) always did: a schedule's base above a class or global cap waits
+    # the cap, and never fails the worker's merge.
+    effective = policy_for(make(cap_s=50.0), PolicyOverride(base_s=base_s), error_class)
+    assert effective.base_s == min(base_s, effective.cap_s)
+    global_small_cap = make(base_s=0.01, cap_s=3.0)  # the integration tests' defaults
+    override = PolicyOverride(base_s=base_s, cap_s=cap_s if cap_s and cap_s >= base_s else None)
+    assert policy_for(global_small_cap, override, error_class).base_s <= 100.0
+
+
+def test_an_override_inconsistent_in_itself_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="base_s must not be above cap_s"):
+        PolicyOverride(base_s=5.0, cap_s=1.0)
+    with pytest.raises(ValidationError, match="floor_s must not be above cap_s"):
+        PolicyOverride.model_validate({"floor_s": 5, "cap_s": 1})
 
 
 def test_seed_is_stable_across_processes() -> None:
@@ -203,13 +284,16 @@ def test_policy_for_precedence() -> None:
     assert policy_for(base, None, None) == base
     assert policy_for(base, None, "something_else") == base
     lock = policy_for(base, None, "lock_contention")
-    assert (lock.base_s, lock.multiplier, lock.cap_s, lock.max_retries) == (0.5, 2.0, 30.0, 7)
+    assert (lock.base_s, lock.multiplier, lock.cap_s, lock.jitter) == (0.5, 2.0, 10.0, "equal")
+    assert (lock.max_retries, lock.max_retry_duration_s) == (100, 300.0)
     for cls in ("deadlock", "serialization"):
         adjusted = policy_for(base, None, cls)
         assert (adjusted.base_s, adjusted.cap_s) == (0.2, 10.0)
     # The schedule's explicit choice beats the class adjustment, field by field.
     mine = policy_for(base, PolicyOverride(cap_s=100.0), "deadlock")
     assert (mine.base_s, mine.cap_s) == (0.2, 100.0)
+    # A schedule base above the class cap waits the cap (as min(cap, ...) always did).
+    assert policy_for(base, PolicyOverride(base_s=20.0), "deadlock").base_s == 10.0
 
 
 def test_class_adjustment_never_drops_cap_below_floor() -> None:
@@ -276,3 +360,71 @@ def test_preview_resumes_and_caps() -> None:
     assert len(many) == MAX_PREVIEW_ATTEMPTS
     with pytest.raises(ValueError, match="timezone-aware"):
         preview(policy, 1, datetime(2025, 1, 1), LADDER)  # noqa: DTZ001
+
+
+# --- the time budget (max_retry_duration_s) ---------------------------------------------
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+@given(
+    st.integers(0, 20),
+    st.floats(0.1, 1e5),
+    st.integers(1, 30),
+    st.floats(0.0, 2e5),
+)
+def test_exhausted_by_whichever_bound_comes_first(
+    max_retries: int, budget_s: float, attempt: int, age_s: float
+) -> None:
+    policy = make(max_retries=max_retries, max_retry_duration_s=budget_s)
+    now = T0 + timedelta(seconds=age_s)
+    by_count = attempt >= 1 + max_retries
+    by_time = (now - T0).total_seconds() >= budget_s
+    assert is_exhausted(policy, attempt, first_failed_at=T0, now=now) == (by_count or by_time)
+    # Without a budget (or without the times) only the count counts.
+    assert is_exhausted(make(max_retries=max_retries), attempt, first_failed_at=T0, now=now) == (
+        by_count
+    )
+    assert is_exhausted(policy, attempt) == by_count
+
+
+@given(st.sampled_from(Jitter), st.integers(0, 10**6), st.floats(1.0, 600.0))
+def test_preview_stops_where_the_budget_ends(jitter: Jitter, sid: int, budget_s: float) -> None:
+    policy = make(jitter, max_retries=10_000, base_s=0.5, cap_s=10.0, max_retry_duration_s=budget_s)
+    plan = preview(policy, sid, T0, LADDER)
+    # Every planned attempt except the last one started before the budget ran out; the
+    # last one is the first to fail at or after it (or the count ran out: not here).
+    assert plan, "the first failure is always retried"
+    assert all((p.at - T0).total_seconds() < budget_s for p in plan[:-1])
+    assert (plan[-1].at - T0).total_seconds() >= budget_s or len(plan) == MAX_PREVIEW_ATTEMPTS
+
+
+def test_budget_is_measured_from_the_first_failure_when_resuming() -> None:
+    policy = make(max_retries=100, base_s=1.0, multiplier=1.0, cap_s=1.0, max_retry_duration_s=10)
+    later = T0 + timedelta(seconds=5)
+    resumed = preview(policy, 1, later, LADDER, attempts_failed=4, retrying_since=T0)
+    assert [p.at for p in resumed] == [T0 + timedelta(seconds=s) for s in range(6, 11)]
+
+
+def test_lock_contention_default_survives_a_lock_held_for_a_minute() -> None:
+    # Preview equals reality: for every schedule the default lock-contention policy still
+    # plans attempts after the lock has been held for 60 s (measured: the old 0.5 s /
+    # full / 5 retries spent everything in 2.7 s).
+    policy = policy_for(Settings().default_retry_policy(), None, "lock_contention")
+    for sid in range(500):
+        plan = preview(policy, sid, T0, LADDER)
+        assert (plan[-1].at - T0).total_seconds() >= 60.0, sid
+        assert all(p.delay_s <= 10.0 for p in plan)  # the lock's release is seen within 10 s
+    old = make(Jitter.FULL, base_s=0.5, cap_s=30.0, max_retries=5)
+    ends = [(preview(old, sid, T0, LADDER)[-1].at - T0).total_seconds() for sid in range(100)]
+    assert min(ends) < 7
+
+
+def test_budget_from_settings_and_overrides() -> None:
+    settings = Settings(max_retry_duration_s=90.0)
+    assert settings.default_retry_policy().max_retry_duration_s == 90.0
+    override = PolicyOverride(max_retry_duration_s=5.0)
+    mine = policy_for(settings.default_retry_policy(), override, None)
+    assert mine.max_retry_duration_s == 5.0
+    with pytest.raises(ValidationError, match="max_retry_duration_s"):
+        PolicyOverride.model_validate({"max_retry_duration_s": 0})

@@ -72,14 +72,42 @@ class AttemptShare:
 
 @dataclass(frozen=True)
 class RetrySuggestion:
-    """The smallest ``attempts`` within which ``target`` of the applied schedules
-    succeeded; ``max_retries = attempts - 1``. Schedules dead-lettered as exhausted are
-    not in the sample (they might have needed more), so treat it as a lower bound."""
+    """The smallest ``attempts`` within which ``target`` of the schedules that ended by
+    being applied *or exhausted* were applied; ``max_retries = attempts - 1``.
+
+    Exhausted schedules count in the sample as not applied within any attempt number they
+    reached. When more than ``1 - target`` of the sample was exhausted no observed number
+    is enough: then ``lower_bound`` is set and ``attempts`` is one more than the most
+    attempts an exhausted schedule had (they needed at least that many; how many more is
+    unknown)."""
 
     attempts: int
     max_retries: int
     target: float
     sample_size: int
+    exhausted: int = 0
+    lower_bound: bool = False
+
+
+def suggest_max_retries(
+    applied_by_attempt: Sequence[tuple[int, int]],
+    exhausted_by_attempt: Sequence[tuple[int, int]],
+    target: float = TARGET,
+) -> RetrySuggestion | None:
+    """The suggestion from ``(attempt, schedules)`` counts of schedules applied on and
+    exhausted at each attempt number (``None``: an empty sample)."""
+    applied = sum(n for _, n in applied_by_attempt)
+    exhausted = sum(n for _, n in exhausted_by_attempt)
+    total = applied + exhausted
+    if total == 0:
+        return None
+    cumulative = 0
+    for attempt, n in sorted(applied_by_attempt):
+        cumulative += n
+        if cumulative / total >= target - 1e-12:
+            return RetrySuggestion(attempt, attempt - 1, target, total, exhausted)
+    most = max((a for a, n in exhausted_by_attempt if n), default=0) + 1
+    return RetrySuggestion(most, most - 1, target, total, exhausted, lower_bound=True)
 
 
 @dataclass(frozen=True)
@@ -122,27 +150,20 @@ def failure_stats(
         failure_rows = cur.execute(_FAILURES, window).fetchall()
         endings = cur.execute(_ENDINGS, window).fetchall()
     applied_by = [(int(r["attempt"]), int(r["applied"])) for r in endings if r["applied"]]
+    exhausted_by = [(int(r["attempt"]), int(r["exhausted"])) for r in endings if r["exhausted"]]
     applied = sum(n for _, n in applied_by)
     shares, cumulative = [], 0
     for attempt, n in applied_by:
         cumulative += n
         shares.append(AttemptShare(attempt, n, n / applied, cumulative / applied))
-    suggestion = next(
-        (
-            RetrySuggestion(s.attempt, s.attempt - 1, target, applied)
-            for s in shares
-            if s.cumulative >= target - 1e-12
-        ),
-        None,
-    )
     return Stats(
         since=since,
         until=until,
         failures=_group(failure_rows),
         applied_by_attempt=tuple(shares),
         applied=applied,
-        exhausted=sum(int(r["exhausted"]) for r in endings),
-        suggestion=suggestion,
+        exhausted=sum(n for _, n in exhausted_by),
+        suggestion=suggest_max_retries(applied_by, exhausted_by, target),
         backlog=read_backlog(conn, tiers_s),
     )
 
@@ -190,12 +211,19 @@ def render_stats(stats: Stats) -> str:
         share = stats.first_attempt_share
         out.append(f"  {share:.1%} of schedules that were applied succeeded on attempt 1.")
     if (s := stats.suggestion) is not None:
-        small = "a small sample; " if s.sample_size < 100 else ""
-        out.append(
-            f"  max_retries suggestion: {s.max_retries} -- {s.target:.0%} of the {s.sample_size}"
-            f" applied schedules succeeded within {s.attempts} attempts ({small}schedules that"
-            " exhausted their retries are not counted)"
-        )
+        small = " (a small sample)" if s.sample_size < 100 else ""
+        ended = f"{s.sample_size} applied or exhausted schedules ({s.exhausted} exhausted)"
+        if s.lower_bound:
+            out.append(
+                f"  max_retries suggestion: at least {s.max_retries} -- fewer than"
+                f" {s.target:.0%} of the {ended} were applied; the exhausted ones needed more"
+                f" than they had{small}"
+            )
+        else:
+            out.append(
+                f"  max_retries suggestion: {s.max_retries} -- {s.target:.0%} of the {ended}"
+                f" were applied within {s.attempts} attempts{small}"
+            )
     b = stats.backlog
     out += [
         "",
@@ -218,6 +246,12 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     with connect(
         settings.require_database_url(), timeout_s=settings.connect_timeout_s, autocommit=True
     ) as conn:
+        if getattr(args, "experiment", None):
+            from flagsched.admin.experiments import experiment_report, render_report
+
+            report = experiment_report(conn, args.experiment)
+            print(report.to_json() if args.json else render_report(report), end="")
+            return 0
         stats = failure_stats(conn, since, until, tiers_s=settings.retry_tiers_s)
     log.debug("stats for %s .. %s: %d failure groups", since, until, len(stats.failures))
     print(stats.to_json() if args.json else render_stats(stats), end="")
@@ -247,4 +281,10 @@ def register(
         help="look at attempts finished in the last N minutes (default 60)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument(
+        "--experiment",
+        metavar="NAME",
+        help="instead: the backoff experiment's report per arm (all its schedules still"
+        " kept, whatever --since-minutes says)",
+    )
     parser.set_defaults(handler=handler)

@@ -188,6 +188,15 @@ def _cmd_notify_deliveries(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_cleanup(run: Callable[..., int]) -> Handler:
+    def handler(args: argparse.Namespace, settings: Settings) -> int:
+        periodic = bool(args.periodic or args.every_s)
+        stop = _stop_on_signals() if periodic else None
+        return run(args, with_endpoints(settings, start=False), stop)
+
+    return handler
+
+
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from flagsched.demo.run import run_demo
 
@@ -244,6 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
     from flagsched.admin.cli import register as register_admin
 
     register_admin(sub, _with_services)
+    from flagsched.admin.cleanup_command import cmd_cleanup
+    from flagsched.admin.cleanup_command import register as register_cleanup
+
+    register_cleanup(sub, _cmd_cleanup(cmd_cleanup))
+    from flagsched.admin.experiment_command import cmd_experiment
+    from flagsched.admin.experiment_command import register as register_experiment
+
+    register_experiment(
+        sub, lambda args, settings: cmd_experiment(args, with_endpoints(settings, start=False))
+    )
     db = sub.add_parser("db", help="database schema", description="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_sub.add_parser("migrate", help="apply missing migrations (idempotent)").set_defaults(

@@ -21,12 +21,12 @@ from flagsched.runtime.errors import InvalidRetryPolicy
 from flagsched.schemas.error_classes import ErrorClass
 from flagsched.schemas.headers import DeadLetterReason, truncate_utf8
 from flagsched.schemas.retry.policy import (
+    MAX_RETRIES,
     PolicyOverride,
     RetryPolicy,
     is_exhausted,
-    next_attempt_at,
+    planned_attempt_at,
     policy_for,
-    seed_for,
 )
 
 Row = dict[str, Any]
@@ -49,7 +49,9 @@ def _policy(ctx: AttemptContext, row: Row, error_class: str) -> RetryPolicy:
     try:
         override = PolicyOverride.model_validate(row["retry_policy"] or {})
         if row["max_retries"] is not None:
-            override = override.model_copy(update={"max_retries": row["max_retries"]})
+            # The column allows any count; the model bounds it (the chain replay is O(n)).
+            retries = min(int(row["max_retries"]), MAX_RETRIES)
+            override = override.model_copy(update={"max_retries": retries})
         return policy_for(ctx.policy, override, error_class)
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -92,7 +94,9 @@ def plan_failure(
             permanent = True
             error_class, text = ErrorClass.INVALID_RETRY_POLICY.value, f"{bad} (after {text})"
     message = truncate_utf8(text, ctx.error_message_max_bytes)
-    if permanent or policy is None or is_exhausted(policy, n):
+    now = datetime.now(UTC)
+    exhausted = policy is None or is_exhausted(policy, n, first_failed_at=first_failed, now=now)
+    if permanent or exhausted or policy is None:
         reason = DeadLetterReason.PERMANENT if permanent else DeadLetterReason.EXHAUSTED
         return plan_outcome(
             row,
@@ -105,7 +109,7 @@ def plan_failure(
             reason=reason,
             first_failed=first_failed,
         )
-    due = next_attempt_at(policy, n, seed_for(row["id"], n + 1), datetime.now(UTC))
+    due = planned_attempt_at(policy, row["id"], n, now)
     return plan_outcome(
         row,
         delivery,

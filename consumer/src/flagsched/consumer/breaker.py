@@ -55,7 +55,7 @@ class Breaker:
         self._answered_at: float | None = None  # this worker's last successful probe
         self._probe_policy = RetryPolicy(
             max_retries=0,
-            base_s=config.probe_base_s,
+            base_s=min(config.probe_base_s, config.probe_cap_s),  # the model rejects base > cap
             multiplier=2.0,
             cap_s=config.probe_cap_s,
             floor_s=min(config.probe_base_s, config.probe_cap_s) / 2,

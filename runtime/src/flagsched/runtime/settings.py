@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     backoff_cap_s: float = Field(default=3600.0, gt=0, le=MAX_DELAY_S)
     backoff_floor_s: float = Field(default=0.0, ge=0, le=MAX_DELAY_S)
     jitter: JitterName = "full"
+    #: Time budget: retry only while the first failure is younger than this (unset: the
+    #: count alone bounds retries). Error classes may set their own (lock_contention: 300).
+    max_retry_duration_s: float | None = Field(default=None, gt=0, le=MAX_DELAY_S)
 
     # --- dispatcher --------------------------------------------------------------
     dispatch_batch_size: int = Field(default=500, ge=1)
@@ -76,6 +79,17 @@ class Settings(BaseSettings):
     #: Pre-dispatch: normal schedules due within this window are published ahead of
     #: time into the delay tier that fits and held by workers until due (0: off).
     dispatch_lookahead_s: float = Field(default=30.0, ge=0)
+
+    # --- retention (`flagsched cleanup`) --------------------------------------------
+    #: Days a terminal schedule is kept after it finished, per status; -1: for ever.
+    retention_applied_days: float = Field(default=30.0)
+    retention_superseded_days: float = Field(default=7.0)
+    retention_cancelled_days: float = Field(default=7.0)
+    retention_dead_days: float = Field(default=90.0)
+    #: Rows deleted per transaction (at most 1,000: short transactions, short locks).
+    cleanup_batch_size: int = Field(default=1000, ge=1, le=1000)
+    #: `flagsched cleanup --every-s` default: seconds between runs of the periodic task.
+    cleanup_interval_s: float = Field(default=3600.0, gt=0)
 
     # --- worker ------------------------------------------------------------------
     group_id: str = DEFAULT_GROUP_ID
@@ -144,10 +158,36 @@ class Settings(BaseSettings):
             raise ValueError("tiers must be positive, distinct and ascending, e.g. [1,5,30]")
         return v
 
+    @field_validator(
+        "retention_applied_days",
+        "retention_superseded_days",
+        "retention_cancelled_days",
+        "retention_dead_days",
+    )
+    @classmethod
+    def _retention(cls, v: float) -> float:
+        if v != -1 and not 0 <= v <= 36500:
+            raise ValueError("a retention is -1 (keep for ever) or 0 to 36500 days")
+        return v
+
+    def retention_days(self) -> dict[str, float | None]:
+        """Retention per terminal status in days; ``None`` keeps that status for ever."""
+        days = {
+            "applied": self.retention_applied_days,
+            "superseded": self.retention_superseded_days,
+            "cancelled": self.retention_cancelled_days,
+            "dead": self.retention_dead_days,
+        }
+        return {status: None if d == -1 else d for status, d in days.items()}
+
     @model_validator(mode="after")
     def _cap_above_floor(self) -> Settings:
         if self.backoff_cap_s < self.backoff_floor_s:
             raise ValueError("backoff_cap_s must not be below backoff_floor_s")
+        if self.backoff_cap_s < self.backoff_base_s:
+            raise ValueError("backoff_cap_s must not be below backoff_base_s")
+        if self.breaker_probe_cap_s < self.breaker_probe_base_s:
+            raise ValueError("breaker_probe_cap_s must not be below breaker_probe_base_s")
         return self
 
     @model_validator(mode="after")
@@ -185,6 +225,7 @@ class Settings(BaseSettings):
             cap_s=self.backoff_cap_s,
             floor_s=self.backoff_floor_s,
             jitter=Jitter(self.jitter),
+            max_retry_duration_s=self.max_retry_duration_s,
         )
 
     def kafka_client_config(self) -> dict[str, Any]:

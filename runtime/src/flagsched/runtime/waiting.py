@@ -4,11 +4,15 @@ A worker or dispatcher started before Kafka or PostgreSQL is ready waits with
 capped, jittered backoff and says so on every try, naming the setting; after
 ``deadline_s`` it gives up with ServiceUnavailable instead of crash-looping
 silently.
+
+The jitter is seeded per call with a random seed (:func:`process_seed`), so workers
+restarted together do not retry in lockstep against the service they wait for.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -32,6 +36,11 @@ STARTUP_POLICY = RetryPolicy(
 )
 
 
+def process_seed() -> int:
+    """A fresh random 63-bit seed: different in every process (and every call)."""
+    return int.from_bytes(os.urandom(8), "big") >> 1
+
+
 def wait_for(
     connect: Callable[[], T],
     *,
@@ -39,13 +48,16 @@ def wait_for(
     deadline_s: float,
     stop: threading.Event | None = None,
     policy: RetryPolicy = STARTUP_POLICY,
+    seed: int | None = None,
 ) -> T:
     """Call ``connect`` until it stops raising ServiceUnavailable, the deadline passes,
-    or ``stop`` is set (SIGTERM while waiting ends the wait at once)."""
+    or ``stop`` is set (SIGTERM while waiting ends the wait at once).  ``seed`` fixes
+    the jitter (tests); by default each call draws its own (:func:`process_seed`)."""
     stop = stop or threading.Event()
+    salt = process_seed() if seed is None else seed
 
     def wait(state: RetryCallState) -> float:
-        return backoff_s(policy, state.attempt_number, seed_for(1, state.attempt_number))
+        return backoff_s(policy, state.attempt_number, seed_for(salt, state.attempt_number))
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
