@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flagsched.runtime.db.dsn import dsn_problem
 from flagsched.runtime.errors import ConfigError
 from flagsched.schemas.retry.policy import MAX_DELAY_S, Jitter, RetryPolicy
 from flagsched.schemas.topics import (
@@ -34,7 +35,9 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str | None = Field(
         default=None, description="host:port[,host:port]; unset means the local dev stack"
     )
-    database_url: str | None = Field(
+    #: Secret: a DSN may carry a password (URL, key=value or ``?password=``); shown only
+    #: redacted (flagsched.runtime.db.dsn), read with :meth:`require_database_url`.
+    database_url: SecretStr | None = Field(
         default=None, description="libpq URL/DSN; unset means the local dev stack"
     )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -113,6 +116,15 @@ class Settings(BaseSettings):
     breaker_drain_rate_per_s: float = Field(default=200.0, gt=0)
     breaker_drain_s: float = Field(default=10.0, ge=0)
 
+    @field_validator("database_url")
+    @classmethod
+    def _dsn_parses(cls, v: SecretStr | None) -> SecretStr | None:
+        # Fail at start-up, not at the first attempt; the message hides what libpq quotes.
+        problem = None if v is None else dsn_problem(v.get_secret_value())
+        if problem is not None:
+            raise ValueError(f"not a valid libpq DSN: {problem}")
+        return v
+
     @field_validator("retry_tiers_s")
     @classmethod
     def _tiers_ascending(cls, v: tuple[float, ...]) -> tuple[float, ...]:
@@ -172,10 +184,16 @@ class Settings(BaseSettings):
         return cfg
 
     def require_database_url(self) -> str:
-        """The DSN, or a ConfigError naming the setting."""
-        if not self.database_url:
+        """The DSN (the secret itself: pass it to a client, never log it), or a
+        ConfigError naming the setting."""
+        dsn = self.database_url.get_secret_value() if self.database_url is not None else ""
+        if not dsn:
             raise ConfigError("FLAGSCHED_DATABASE_URL is not set")
-        return self.database_url
+        return dsn
+
+    def with_database_url(self, dsn: str) -> Settings:
+        """A copy pointing at another database (model_copy would not wrap it as a secret)."""
+        return self.model_copy(update={"database_url": SecretStr(dsn)})
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -186,8 +204,9 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        parts = []
+        parts: list[str] = []
         for err in exc.errors():
             name = "_".join(str(p) for p in err["loc"]) or "settings"
             parts.append(f"FLAGSCHED_{name.upper()}: {err['msg']}")
-        raise ConfigError("invalid configuration: " + "; ".join(parts)) from exc
+        # Not chained: pydantic's own message quotes each input, secrets included.
+        raise ConfigError("invalid configuration: " + "; ".join(parts)) from None
