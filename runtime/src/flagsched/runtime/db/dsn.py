@@ -20,6 +20,7 @@ MASK = "***"
 #: Shown instead of a DSN libpq cannot parse: any piece of it might be the password.
 UNPARSABLE = "<unparsable DSN>"
 
+_FIRST = ("host", "hostaddr", "port", "dbname", "user")
 _QUOTED = re.compile(r'"[^"]*"')
 
 
@@ -36,7 +37,9 @@ def redact_dsn(dsn: str) -> str:
         return UNPARSABLE
     if SECRET_PARAMS.isdisjoint(params):
         return dsn
-    shown = {k: MASK if k in SECRET_PARAMS else str(v) for k, v in params.items()}
+    # Where it points first, as a reader looks for it.
+    ordered = sorted(params, key=lambda k: _FIRST.index(k) if k in _FIRST else len(_FIRST))
+    shown = {k: MASK if k in SECRET_PARAMS else str(params[k]) for k in ordered}
     return make_conninfo(**shown)
 
 
