@@ -220,12 +220,18 @@ def test_processes_that_give_up_on_kafka_never_show_its_password(make_settings, 
     kafka = f"127.0.0.1:{closed_port()}"
     unreachable = sasl.with_database_url(unreachable_dsn("keyvalue", closed_port()))
     procs = [
-        Proc(tmp_path, command, command, env_for(unreachable, tmp_path, command, **extra))
+        Proc(
+            tmp_path,
+            command,
+            command,
+            env_for(unreachable, tmp_path, command, FLAGSCHED_KAFKA_BOOTSTRAP_SERVERS=kafka),
+        )
         for command in ("worker", "producer")
-        for extra in [{"FLAGSCHED_KAFKA_BOOTSTRAP_SERVERS": kafka}]
     ]
-    for p in procs:  # they give up at the start-up deadline, with the exception's text
-        wait_until(lambda p=p: p.proc.poll() is not None, what="giving up", timeout_s=60)
+    # They give up at the start-up deadline, printing the exception's text.
+    wait_until(
+        lambda: all(p.proc.poll() is not None for p in procs), what="giving up", timeout_s=60
+    )
     codes = [p.stop() for p in procs]
     text = everything(tmp_path, procs, [], settings)
     assert codes == [2, 2], text[-3000:]
