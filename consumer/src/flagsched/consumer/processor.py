@@ -24,6 +24,7 @@ from flagsched.runtime.errors import PoisonRecord
 from flagsched.runtime.settings import Settings
 from flagsched.runtime.telemetry.tracing import AttemptSpan, Tracing
 from flagsched.schemas.error_classes import ErrorClass
+from flagsched.schemas.error_message import ERROR_MESSAGE_MAX_BYTES, truncate_utf8
 from flagsched.schemas.headers import DeadLetterReason, RecordHeaders
 from flagsched.schemas.topics import TopicLayout
 
@@ -262,7 +263,7 @@ def _poison(rec: Any, exc: PoisonRecord) -> AttemptResult:
         Outcome.POISON,
         attempt,
         error_class=ErrorClass.POISON.value,
-        error_message=str(exc)[:1024],
+        error_message=truncate_utf8(str(exc), ERROR_MESSAGE_MAX_BYTES),
         dlt_reason=DeadLetterReason.POISON,
     )
 

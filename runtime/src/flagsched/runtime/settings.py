@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flagsched.runtime.db.dsn import dsn_problem
 from flagsched.runtime.errors import ConfigError
+from flagsched.schemas.error_message import ERROR_MESSAGE_MAX_BYTES
 from flagsched.schemas.retry.policy import MAX_DELAY_S, Jitter, RetryPolicy
 from flagsched.schemas.topics import (
     DEFAULT_GROUP_ID,
@@ -90,7 +91,9 @@ class Settings(BaseSettings):
     apply_statement_timeout_ms: int = Field(default=10000, ge=1)
     infra_pause_s: float = Field(default=2.0, gt=0)
     max_record_bytes: int = Field(default=64 * 1024, ge=1024)
-    error_message_max_bytes: int = Field(default=1024, ge=64)
+    #: At most the contract's bound (schemas/error_message.py): a higher one could make
+    #: a model refuse a message.
+    error_message_max_bytes: int = Field(default=1024, ge=64, le=ERROR_MESSAGE_MAX_BYTES)
     session_timeout_ms: int = Field(default=10000, ge=1000)
     #: A worker killed inside a transaction blocks read_committed readers of the
     #: partitions it wrote to until the broker aborts it after this long.
