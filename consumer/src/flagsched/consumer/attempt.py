@@ -12,7 +12,6 @@ path for flags that must be waited for.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
@@ -31,15 +30,14 @@ from flagsched.consumer.bookkeeping import (
 )
 from flagsched.consumer.classify import classify
 from flagsched.consumer.decode import Delivery
+from flagsched.consumer.flag_write import STATE as STATE
+from flagsched.consumer.flag_write import state_json, write_flags
 from flagsched.consumer.outcome import AttemptResult, Outcome
 from flagsched.runtime.errors import FlagLocked, FlagNotFound, InvalidUpdate
 from flagsched.schemas.error_classes import Disposition, ErrorClass
 from flagsched.schemas.events import to_epoch_ms, to_epoch_us
 from flagsched.schemas.headers import DeadLetterReason
 from flagsched.schemas.updates import FlagUpdate
-
-#: The flag columns a schedule may change, as they appear in the change log.
-STATE = ("enabled", "rollout_percentage", "config")
 
 
 class Superseded(Exception):
@@ -257,36 +255,9 @@ def _apply_update(
             raise _not_found(key)
     update = parse_update(row)
     fields = fields_to_apply(flag, row, update)
-    order = stamped(flag, row, fields)
-    before = {k: flag[k] for k in STATE}
-    sets = [sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in fields]
-    params = {k: (json.dumps(v) if k == "config" else v) for k, v in fields.items()}
-    # One round trip: the flag's new state and its change-log entry.
-    after = conn.execute(
-        sql.SQL(
-            "WITH f AS (UPDATE feature_flags SET {}, version = version + 1,"
-            " field_stamps = %(stamps)s, last_schedule_id = %(last_id)s,"
-            " last_scheduled_at = %(last_at)s, updated_at = now()"
-            " WHERE key = %(key)s RETURNING *),"
-            " log AS (INSERT INTO flag_change_log"
-            " (flag_key, schedule_id, attempt, version, before, after)"
-            " SELECT key, %(sid)s, %(n)s, version, %(before)s,"
-            " jsonb_build_object('enabled', enabled, 'rollout_percentage', rollout_percentage,"
-            " 'config', config) FROM f)"
-            " SELECT * FROM f"
-        ).format(sql.SQL(", ").join(sets)),
-        {
-            **params,
-            "stamps": json.dumps(order["field_stamps"]),
-            "last_id": order["last_schedule_id"],
-            "last_at": order["last_scheduled_at"],
-            "sid": row["id"],
-            "key": key,
-            "n": attempt,
-            "before": json.dumps(before),
-        },
-    ).fetchone()
-    assert after is not None
+    after = {**flag, **stamped(flag, row, fields), **fields, "version": int(flag["version"]) + 1}
+    entry = (key, row["id"], attempt, after["version"], state_json(flag), state_json(after))
+    write_flags(conn, [after], [entry])  # the statement a folded poll writes with
     if flags is not None:
         flags[key] = after
     return int(after["version"])
