@@ -30,23 +30,17 @@ from flagsched.consumer.bookkeeping import (
 )
 from flagsched.consumer.classify import classify
 from flagsched.consumer.decode import Delivery
+from flagsched.consumer.field_order import Superseded as Superseded
+from flagsched.consumer.field_order import fields_to_apply as fields_to_apply
+from flagsched.consumer.field_order import stamped as stamped
 from flagsched.consumer.flag_write import STATE as STATE
 from flagsched.consumer.flag_write import state_json, write_flags
 from flagsched.consumer.outcome import AttemptResult, Outcome
 from flagsched.runtime.errors import FlagLocked, FlagNotFound, InvalidUpdate
 from flagsched.schemas.error_classes import Disposition, ErrorClass
-from flagsched.schemas.events import to_epoch_ms, to_epoch_us
+from flagsched.schemas.events import to_epoch_ms
 from flagsched.schemas.headers import DeadLetterReason
 from flagsched.schemas.updates import FlagUpdate
-
-
-class Superseded(Exception):
-    """A newer schedule of the flag is applied already (per-flag ordering)."""
-
-    def __init__(self, by: int) -> None:
-        super().__init__(f"superseded by schedule {by}")
-        self.by = by
-
 
 #: A schedule row ``s`` with the attempt row ``a`` its record asks for (``rec_*``, NULL
 #: when not recorded): what :func:`triage` reads.
@@ -114,54 +108,6 @@ def parse_update(row: Row) -> dict[str, Any]:
     if not update:
         raise InvalidUpdate(f"update for flag {key!r} changes nothing")
     return update
-
-
-Stamp = tuple[int, int]  # (scheduled_at in epoch microseconds, schedule id)
-
-
-def _stamp(moment: datetime, schedule_id: int) -> Stamp:
-    return (to_epoch_us(moment), int(schedule_id))
-
-
-def _stamps(flag: Row) -> dict[str, Stamp]:
-    """Which schedule set each field last. A flag last changed before field stamps
-    existed (migration 0004) has none: all its fields count as set by its newest
-    applied schedule, ``(last_scheduled_at, last_schedule_id)``."""
-    stamps = flag.get("field_stamps") or {}
-    if stamps:
-        return {f: (int(s[0]), int(s[1])) for f, s in stamps.items()}
-    if flag["last_scheduled_at"] is None:
-        return {}
-    legacy = _stamp(flag["last_scheduled_at"], flag["last_schedule_id"])
-    return dict.fromkeys(STATE, legacy)
-
-
-def fields_to_apply(flag: Row, row: Row, update: dict[str, Any]) -> dict[str, Any]:
-    """Per-field ordering: the fields of ``update`` no newer schedule has set already.
-
-    A schedule applied after a newer one of its flag (it arrived late) still sets
-    the other fields, so the flag ends as if they had applied in due order; raises
-    :class:`Superseded` when newer schedules have set every field it changes.
-    """
-    mine, stamps = _stamp(row["scheduled_at"], row["id"]), _stamps(flag)
-    newer = {f: stamps[f] for f in update if f in stamps and stamps[f] > mine}
-    if len(newer) == len(update):
-        raise Superseded(max(newer.values())[1])
-    return {f: v for f, v in update.items() if f not in newer}
-
-
-def stamped(flag: Row, row: Row, fields: dict[str, Any]) -> Row:
-    """The flag's ordering columns after ``row`` set ``fields``."""
-    mine = _stamp(row["scheduled_at"], row["id"])
-    stamps = {f: list(s) for f, s in _stamps(flag).items()}
-    stamps.update({f: list(mine) for f in fields})
-    last = flag["last_scheduled_at"]
-    newest = last is None or _stamp(last, flag["last_schedule_id"]) < mine
-    return {
-        "field_stamps": stamps,
-        "last_scheduled_at": row["scheduled_at"] if newest else last,
-        "last_schedule_id": row["id"] if newest else flag["last_schedule_id"],
-    }
 
 
 def unavailable(conn: psycopg.Connection[Row], keys: Collection[str]) -> dict[str, Exception]:

@@ -8,7 +8,7 @@ transaction:
    attempt row each record asks for;
 2. in Python, in (flag, scheduled_at, id) order, each schedule is judged against
    the flag as the schedules before it in the batch leave it (per-field ordering,
-   consumer/attempt.py::fields_to_apply): a flag's changes
+   consumer/field_order.py): a flag's changes
    are folded into its final state, each schedule keeping its own version,
    change-log entry, attempt row and outcome;
 3. one statement writes every flag's final state and all change-log entries, in a
