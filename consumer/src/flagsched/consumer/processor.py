@@ -17,7 +17,7 @@ from flagsched.consumer.apply import run_batch
 from flagsched.consumer.bookkeeping import AttemptContext
 from flagsched.consumer.classify import classify
 from flagsched.consumer.decode import Delivery, coordinates, decode_event, decode_headers
-from flagsched.consumer.holds import Timing, judge, rotation_tier
+from flagsched.consumer.holds import Timing, judge, partition_wake_ms, rotation_tier
 from flagsched.consumer.outcome import AttemptResult, Outcome
 from flagsched.runtime.db.connect import DictConnection, connect
 from flagsched.runtime.errors import PoisonRecord
@@ -31,8 +31,6 @@ from flagsched.schemas.topics import TopicLayout
 log = logging.getLogger(__name__)
 
 Handled = tuple[Any, AttemptResult]  # (record, its outcome)
-#: How long a held partition of the smallest tier goes without being fetched again.
-SMALLEST_TIER_RECHECK_MS = 20
 Span = AttemptSpan | None
 
 
@@ -95,7 +93,7 @@ class RecordProcessor:
         fits its remaining time, see holds.rotation_tier) instead of blocking it, and
         the partition is held at the first of the remaining records until the earliest
         wake among them, not only the first one's. A partition of the smallest tier is
-        fetched again at least every SMALLEST_TIER_RECHECK_MS: a record appended to it
+        fetched again at least every holds.SMALLEST_TIER_RECHECK_MS: a record appended to it
         meanwhile may be due sooner than any record fetched so far.
         """
         judged: list[tuple[Any, AttemptResult | Delivery]] = []
@@ -112,11 +110,8 @@ class RecordProcessor:
         if rest:
             first_rec, first = rest[0]
             assert isinstance(first, AttemptResult)
-            until = min(v.hold_until_ms or 0 for _, v in rest if isinstance(v, AttemptResult))
-            if self.layout.tier_topics.get(first_rec.topic) == min(self.layout.tiers_s):
-                # Records appended while the partition is paused are not seen until it
-                # is fetched again; in the smallest tier they may wake before `until`.
-                until = min(until, now + SMALLEST_TIER_RECHECK_MS)
+            wakes = (v.hold_until_ms or 0 for _, v in rest if isinstance(v, AttemptResult))
+            until = partition_wake_ms(self.layout, first_rec.topic, wakes, now)
             out.append((first_rec, dataclasses.replace(first, hold_until_ms=until)))
         return out
 
