@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict
 
 from flagsched.devstack.endpoints import Endpoints
+from flagsched.runtime.db.connect import connect
 from flagsched.runtime.db.dsn import MASK, UNPARSABLE, dsn_problem, redact_dsn
 from flagsched.runtime.errors import ConfigError
 from flagsched.runtime.settings import load_settings
@@ -105,3 +106,10 @@ def test_endpoints_repr_hides_the_password_but_export_lines_carry_it():
     assert "Pw9devZq" not in repr(endpoints)
     # `flagsched dev env` / `dev up` print these for `eval`: the shell needs the value.
     assert any("Pw9devZq" in line for line in endpoints.export_lines())
+
+
+def test_connect_refuses_an_unparsable_dsn_without_quoting_it():
+    with pytest.raises(ConfigError, match="FLAGSCHED_DATABASE_URL") as caught:
+        connect("postgresql://app:Pw9 spaced Zq@db/flags")
+    assert "Pw9" not in str(caught.value)
+    assert caught.value.__cause__ is None
