@@ -60,10 +60,11 @@ class Proc:
     """A real ``python -m flagsched.cli -v <command>`` with its stdout and stderr in files."""
 
     def __init__(self, tmp: Path, name: str, command: str, env: dict[str, str]) -> None:
+        # command: "worker", "producer", "db migrate"
         self.out, self.err = tmp / f"{name}.out", tmp / f"{name}.err"
         with self.out.open("wb") as out, self.err.open("wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "flagsched.cli", "-v", command],
+                [sys.executable, "-m", "flagsched.cli", "-v", *command.split()],
                 env=env,
                 stdout=out,
                 stderr=err,
@@ -181,8 +182,10 @@ def test_dispatcher_and_worker_never_show_a_database_password(make_settings, tmp
     procs = [
         Proc(tmp_path, "worker", "worker", worker_env),
         Proc(tmp_path, "producer", "producer", producer_env),
+        # gives up at once, printing the exception's text
+        Proc(tmp_path, "migrate", "db migrate", env_for(settings, tmp_path, "migrate")),
     ]
-    worker, producer = procs
+    worker, producer, migrate = procs
     try:
         scraped = [scrape(worker_env), scrape(producer_env)]
         # The paths that name the database: the worker's attempt (the hot path) and its
@@ -197,10 +200,12 @@ def test_dispatcher_and_worker_never_show_a_database_password(make_settings, tmp
             what="the dispatcher failing to reach PostgreSQL",
             timeout_s=60,
         )
+        wait_until(lambda: migrate.proc.poll() is not None, what="migrate giving up")
     finally:
         codes = [p.stop() for p in procs]
     text = everything(tmp_path, procs, scraped, settings)
-    assert codes == [0, 0], text[-3000:]
+    assert codes == [0, 0, 2], text[-3000:]
+    assert migrate.says("flagsched: cannot connect to PostgreSQL at FLAGSCHED_DATABASE_URL=")
     assert leaks(text) == [], text[-3000:]
     # The messages are there, naming the setting and the host (redacted, not dropped).
     assert f"FLAGSCHED_DATABASE_URL=host=127.0.0.1 port={port} dbname=flagsched" in text
