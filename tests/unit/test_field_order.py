@@ -1,4 +1,4 @@
-"""Per-flag ordering (consumer/field_order.py): a late schedule sets only what no newer one set."""
+"""Per-field ordering (consumer/field_order.py): a late schedule sets only what no newer one set."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flagsched.consumer.field_order import Superseded, due_order, fields_to_apply, stamped
+from flagsched.consumer.field_order import Superseded, fields_to_apply, stamped
 
 T0 = datetime(2026, 11, 28, 0, 0, tzinfo=UTC)
 
@@ -71,16 +71,6 @@ def test_flags_changed_before_field_stamps_count_every_field_as_set_by_the_newes
     with pytest.raises(Superseded):
         fields_to_apply(f, sched(1, 5), {"enabled": True})
     assert fields_to_apply(f, sched(4, 15), {"enabled": True}) == {"enabled": True}
-
-
-def test_a_poll_applies_by_flag_then_due_time_then_id():
-    items = [("b", T0, 1), ("a", T0 + timedelta(seconds=1), 2), ("a", T0, 5), ("a", T0, 3)]
-    assert [items[i] for i in due_order(items)] == [
-        ("a", T0, 3),
-        ("a", T0, 5),
-        ("a", T0 + timedelta(seconds=1), 2),
-        ("b", T0, 1),
-    ]
 
 
 FIELDS = ("enabled", "rollout_percentage", "config")

@@ -28,7 +28,6 @@ from flagsched.consumer.attempt import attempt_in_transaction, set_local
 from flagsched.consumer.bookkeeping import AttemptContext, Row
 from flagsched.consumer.coalesce import apply_set
 from flagsched.consumer.decode import Delivery
-from flagsched.consumer.field_order import due_order
 from flagsched.consumer.outcome import AttemptResult
 
 
@@ -42,8 +41,13 @@ def run_batch(
     deadlock. An infrastructure error fails the whole call (nothing of the open
     transaction commits) and the caller pauses in place.
     """
-    order = due_order(
-        [(d.event.flag_key, d.event.scheduled_at, d.event.schedule_id) for d in deliveries]
+    order = sorted(
+        range(len(deliveries)),
+        key=lambda i: (
+            deliveries[i].event.flag_key,
+            deliveries[i].event.scheduled_at,
+            deliveries[i].event.schedule_id,
+        ),
     )
     wait = ctx.lock_timeout_ms > 0
     with conn.transaction():

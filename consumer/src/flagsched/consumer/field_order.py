@@ -1,13 +1,11 @@
-"""Per-flag ordering: the order a flag's changes take effect in, and which fields a late
-one may still set. Pure: rows in, decisions out; no database, no Kafka.
+"""Per-field ordering: which fields of a flag a late schedule may still set. Pure: rows in,
+decisions out; no database, no Kafka.
 
-A schedule's place is ``(scheduled_at, id)``, its *stamp*. A poll applies its schedules in
-``(flag_key, scheduled_at, id)`` order (:func:`due_order`), so each flag's changes take
-effect in due order within the poll (and workers lock flags and rows in the same order).
-Across polls, each field of a flag remembers the stamp of the schedule that set it last
-(``feature_flags.field_stamps``): a schedule applied after a newer one of its flag sets
-only the fields no newer schedule has set (:func:`fields_to_apply`), and is superseded
-when that leaves nothing, so the flag ends as if its schedules had applied in due order.
+A schedule's place is ``(scheduled_at, id)``, its *stamp*. Each field of a flag remembers
+the stamp of the schedule that set it last (``feature_flags.field_stamps``): a schedule
+applied after a newer one of its flag sets only the fields no newer schedule has set
+(:func:`fields_to_apply`), and is superseded when that leaves nothing, so the flag ends
+as if its schedules had applied in due order, whatever order they arrived in.
 
 Examples (schedule id @ due time: fields):
 
@@ -20,7 +18,6 @@ Examples (schedule id @ due time: fields):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -37,12 +34,6 @@ class Superseded(Exception):
     def __init__(self, by: int) -> None:
         super().__init__(f"superseded by schedule {by}")
         self.by = by
-
-
-def due_order(schedules: Sequence[tuple[str, datetime, int]]) -> list[int]:
-    """Indexes of ``(flag_key, scheduled_at, schedule_id)`` items in the order a poll
-    applies them: by flag, then due time, then id."""
-    return sorted(range(len(schedules)), key=lambda i: schedules[i])
 
 
 def _stamp(moment: datetime, schedule_id: int) -> Stamp:
