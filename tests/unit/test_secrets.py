@@ -91,6 +91,10 @@ def test_settings_repr_str_and_dump_hide_every_credential():
     moved = settings.with_database_url(url_form("Pw9otherZq"))
     assert "Pw9otherZq" not in repr(moved)
     assert "Pw9otherZq" in moved.require_database_url()
+    # model_copy does not validate: a plain string is still wrapped as a secret
+    copied = settings.model_copy(update={"database_url": url_form("Pw9copyZq")})
+    assert "Pw9copyZq" not in repr(copied)
+    assert "Pw9copyZq" in copied.require_database_url()
 
 
 def test_a_malformed_dsn_fails_at_load_naming_the_setting_without_its_password():

@@ -45,8 +45,11 @@ def with_endpoints(settings: Settings, *, start: bool) -> Settings:
         ) from exc
 
     endpoints, _ = resolve_endpoints(settings, start=start)
-    return settings.with_database_url(endpoints.database_url).model_copy(
-        update={"kafka_bootstrap_servers": endpoints.kafka_bootstrap_servers}
+    return settings.model_copy(
+        update={
+            "kafka_bootstrap_servers": endpoints.kafka_bootstrap_servers,
+            "database_url": endpoints.database_url,
+        }
     )
 
 

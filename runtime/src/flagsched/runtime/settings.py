@@ -6,8 +6,9 @@ pydantic's message, which names the setting (see :func:`load_settings`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -195,8 +196,15 @@ class Settings(BaseSettings):
         return dsn
 
     def with_database_url(self, dsn: str) -> Settings:
-        """A copy pointing at another database (model_copy would not wrap it as a secret)."""
-        return self.model_copy(update={"database_url": SecretStr(dsn)})
+        """A copy pointing at another database."""
+        return self.model_copy(update={"database_url": dsn})
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """pydantic's copy, except that a DSN given as a plain string is wrapped as a secret:
+        ``model_copy`` does not validate, and the copy's repr would show the password."""
+        if update is not None and isinstance(update.get("database_url"), str):
+            update = {**update, "database_url": SecretStr(update["database_url"])}
+        return super().model_copy(update=update, deep=deep)
 
 
 def load_settings(**overrides: Any) -> Settings:
