@@ -3,8 +3,9 @@
 * Kafka: a plain kafka-python ``KafkaConsumer`` loop reading the very records a
   flagsched run consumed (its due topic), doing nothing with them.
 * PostgreSQL: the same schedules applied without Kafka, 500 per transaction with
-  set-based SQL (``UPDATE feature_flags ... FROM unnest(...)``), writing the same
-  change-log, attempt and schedule rows flagsched writes.
+  set-based SQL: the product's own flag write (``flagsched.consumer.flag_write``,
+  ``UPDATE feature_flags ... FROM unnest(...)`` with the change log), then the same
+  attempt and schedule rows flagsched writes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from kafka import KafkaConsumer, TopicPartition
 from bench.harness import world
 from bench.suite import Context
 from bench.workload import add_flags, add_schedules, at_once, flag_keys, utcnow
+from flagsched.consumer.flag_write import WRITE_FLAGS
 
 
 def kafka_consume_rate(kafka: str, topic: str, expect: int, max_poll_records: int = 500) -> float:
@@ -46,36 +48,32 @@ def kafka_consume_rate(kafka: str, topic: str, expect: int, max_poll_records: in
     return got / elapsed
 
 
+# Each due schedule with its flag, both locked, and the flag's next state worked out in
+# SQL (the workload sets rollout_percentage, one schedule per flag): the parameters of
+# the product's own flag write, so no Python runs per row.
 _CLAIM = """
-SELECT id, flag_key, (updates->>'rollout_percentage')::int AS rollout, scheduled_at
-  FROM flag_schedules
- WHERE status = 'pending' AND scheduled_at <= now()
- ORDER BY scheduled_at, id
- LIMIT %s
- FOR UPDATE SKIP LOCKED
-"""
-
-_APPLY = """
-WITH u AS (
-    SELECT * FROM unnest(%(keys)s::text[], %(rollouts)s::int[], %(ids)s::bigint[],
-                         %(sats)s::timestamptz[]) AS u(key, rollout, id, sat)
-), old AS (  -- the statement's snapshot: the values before the update
-    SELECT f.key, f.enabled, f.rollout_percentage, f.config
-      FROM feature_flags f JOIN u ON u.key = f.key
-), upd AS (
-    UPDATE feature_flags f
-       SET rollout_percentage = u.rollout, version = f.version + 1,
-           last_schedule_id = u.id, last_scheduled_at = u.sat, updated_at = now()
-      FROM u WHERE f.key = u.key
-    RETURNING f.key, u.id, f.enabled, f.rollout_percentage, f.config, f.version
+WITH s AS (
+    SELECT id, flag_key, updates, scheduled_at
+      FROM flag_schedules
+     WHERE status = 'pending' AND scheduled_at <= now()
+     ORDER BY scheduled_at, id
+     LIMIT %s
+       FOR UPDATE SKIP LOCKED
 )
-INSERT INTO flag_change_log (flag_key, schedule_id, attempt, version, before, after)
-SELECT upd.key, upd.id, 1, upd.version,
-       jsonb_build_object('enabled', old.enabled, 'rollout_percentage', old.rollout_percentage,
-                          'config', old.config),
-       jsonb_build_object('enabled', upd.enabled, 'rollout_percentage', upd.rollout_percentage,
-                          'config', upd.config)
-  FROM upd JOIN old ON old.key = upd.key
+SELECT s.id, s.flag_key, s.scheduled_at, f.enabled,
+       (s.updates->>'rollout_percentage')::int AS rollout, f.config::text AS config,
+       f.version + 1 AS version,
+       (coalesce(f.field_stamps, '{}') || jsonb_build_object('rollout_percentage',
+           jsonb_build_array((EXTRACT(EPOCH FROM s.scheduled_at) * 1000000)::bigint, s.id)
+       ))::text AS stamps,
+       jsonb_build_object('enabled', f.enabled, 'rollout_percentage', f.rollout_percentage,
+                          'config', f.config)::text AS before,
+       jsonb_build_object('enabled', f.enabled,
+                          'rollout_percentage', (s.updates->>'rollout_percentage')::int,
+                          'config', f.config)::text AS after
+  FROM s JOIN feature_flags f ON f.key = s.flag_key
+ ORDER BY f.key
+   FOR UPDATE OF f
 """
 
 _FINISH = """
@@ -106,13 +104,29 @@ def pg_batched_apply_rate(ctx: Context, n: int, batch: int = 500) -> float:
                 rows: list[Any] = conn.execute(_CLAIM, (batch,)).fetchall()
                 if not rows:
                     break
-                params = {
-                    "keys": [r[1] for r in rows],
-                    "rollouts": [r[2] for r in rows],
-                    "ids": [r[0] for r in rows],
-                    "sats": [r[3] for r in rows],
-                }
-                conn.execute(_APPLY, params)
+                cols = list(zip(*rows, strict=True))
+                sid, key, sat = list(cols[0]), list(cols[1]), list(cols[2])
+                # The product's statement (flagsched.consumer.flag_write), as a worker runs it.
+                conn.execute(
+                    WRITE_FLAGS,
+                    {
+                        "key": key,
+                        "enabled": list(cols[3]),
+                        "rollout": list(cols[4]),
+                        "config": list(cols[5]),
+                        "version": list(cols[6]),
+                        "stamps": list(cols[7]),
+                        "sid": sid,
+                        "sat": sat,
+                        "l_key": key,
+                        "l_sid": sid,
+                        "l_n": [1] * len(rows),
+                        "l_version": list(cols[6]),
+                        "l_before": list(cols[8]),
+                        "l_after": list(cols[9]),
+                    },
+                )
+                params = {"ids": sid, "sats": sat}
                 conn.execute(_FINISH, params)
                 conn.execute(_ATTEMPTS, params)
             done += len(rows)

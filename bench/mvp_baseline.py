@@ -39,8 +39,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import dict_row
+
+from bench import mvp_sql
 
 log = logging.getLogger("bench.mvp")
 
@@ -75,28 +76,15 @@ SELECT * FROM flag_schedules
 
 
 def _apply(conn: psycopg.Connection[dict[str, Any]], row: dict[str, Any]) -> None:
-    """Apply one schedule's update to its flag and write the change log."""
-    flag = conn.execute(
-        "SELECT enabled, rollout_percentage, config FROM feature_flags WHERE key = %s FOR UPDATE",
-        (row["flag_key"],),
-    ).fetchone()
+    """Apply one schedule's update to its flag and write the change log (bench/mvp_sql.py)."""
+    flag = conn.execute(mvp_sql.LOCK_FLAG, (row["flag_key"],)).fetchone()
     if flag is None:
         raise LookupError(f"flag {row['flag_key']} not found")
-    updates: dict[str, Any] = row["updates"]
-    sets = [sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in updates]
-    params = {k: json.dumps(v) if k == "config" else v for k, v in updates.items()}
-    after = conn.execute(
-        sql.SQL(
-            "UPDATE feature_flags SET {}, version = version + 1, updated_at = now()"
-            " WHERE key = %(key)s RETURNING enabled, rollout_percentage, config, version"
-        ).format(sql.SQL(", ").join(sets)),
-        {**params, "key": row["flag_key"]},
-    ).fetchone()
+    after = conn.execute(*mvp_sql.update_flag(row["flag_key"], row["updates"])).fetchone()
     assert after is not None
     version = after.pop("version")
     conn.execute(
-        "INSERT INTO flag_change_log (flag_key, schedule_id, attempt, version, before, after)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
+        mvp_sql.LOG_CHANGE,
         (
             row["flag_key"],
             row["id"],
@@ -106,11 +94,7 @@ def _apply(conn: psycopg.Connection[dict[str, Any]], row: dict[str, Any]) -> Non
             json.dumps(after, default=str),
         ),
     )
-    conn.execute(
-        "UPDATE flag_schedules SET status = 'applied', finished_at = now(), updated_at = now()"
-        " WHERE id = %s",
-        (row["id"],),
-    )
+    conn.execute(mvp_sql.MARK_APPLIED, (row["id"],))
 
 
 def _fail(

@@ -23,9 +23,10 @@ from typing import Any
 import procrastinate
 import psycopg
 from procrastinate.types import JSONValue
-from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+
+from bench import mvp_sql
 
 TASK = "apply_flag_schedule"
 
@@ -58,36 +59,19 @@ async def _apply(conn: psycopg.AsyncConnection[Any], schedule_id: int, attempt: 
     row = await cur.fetchone()
     if row is None or row["status"] == "applied":
         return
-    await cur.execute(
-        "SELECT enabled, rollout_percentage, config FROM feature_flags WHERE key = %s FOR UPDATE",
-        (row["flag_key"],),
-    )
+    await cur.execute(mvp_sql.LOCK_FLAG, (row["flag_key"],))
     before = await cur.fetchone()
     if before is None:
         raise LookupError(f"flag {row['flag_key']} not found")
-    updates: dict[str, Any] = row["updates"]
-    sets = [sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in updates]
-    params = {k: json.dumps(v) if k == "config" else v for k, v in updates.items()}
-    await cur.execute(
-        sql.SQL(
-            "UPDATE feature_flags SET {}, version = version + 1, updated_at = now()"
-            " WHERE key = %(key)s RETURNING enabled, rollout_percentage, config, version"
-        ).format(sql.SQL(", ").join(sets)),
-        {**params, "key": row["flag_key"]},
-    )
+    await cur.execute(*mvp_sql.update_flag(row["flag_key"], row["updates"]))
     after = await cur.fetchone()
     assert after is not None
     version = after.pop("version")
     await cur.execute(
-        "INSERT INTO flag_change_log (flag_key, schedule_id, attempt, version, before, after)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
+        mvp_sql.LOG_CHANGE,
         (row["flag_key"], schedule_id, attempt, version, json.dumps(before), json.dumps(after)),
     )
-    await cur.execute(
-        "UPDATE flag_schedules SET status = 'applied', finished_at = now(), updated_at = now()"
-        " WHERE id = %s",
-        (schedule_id,),
-    )
+    await cur.execute(mvp_sql.MARK_APPLIED, (schedule_id,))
 
 
 async def apply_schema(dsn: str) -> None:

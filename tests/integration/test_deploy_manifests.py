@@ -234,7 +234,7 @@ def test_settings_are_real_and_parse(value_set: str, monkeypatch: pytest.MonkeyP
         if part != "notifier":
             assert settings.database_url, part
             # One role per part, none with a password in the URL.
-            url = urlsplit(settings.database_url)
+            url = urlsplit(settings.require_database_url())
             assert url.username == f"flagsched_{part}" and url.password is None, part
             assert env["PGPASSWORD"] == FROM_CLUSTER, part
         if part in ("worker", "dispatcher"):

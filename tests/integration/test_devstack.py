@@ -166,9 +166,9 @@ def test_unreachable_database_fails_in_bounded_time_naming_the_setting(silent):
 
 
 def test_malformed_dsn_is_a_config_error_naming_the_setting():
-    settings = load_settings(database_url="this is not a dsn")
+    # Refused when the settings load, before anything tries to connect.
     with pytest.raises(ConfigError, match="FLAGSCHED_DATABASE_URL"):
-        check_database(settings)
+        load_settings(database_url="this is not a dsn")
 
 
 def test_wrong_database_on_a_live_server_names_the_setting(services):

@@ -229,7 +229,7 @@ def test_a_410_disables_the_endpoint(settings, db, recv, monkeypatch, capsys):
     assert "disabled" in render_deliveries(shown)
     from flagsched.cli.app import main
 
-    monkeypatch.setenv("FLAGSCHED_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("FLAGSCHED_DATABASE_URL", settings.require_database_url())
     monkeypatch.setenv("FLAGSCHED_KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers)
     assert main(["notify", "deliveries", "--status", "disabled", "--json"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2

@@ -11,12 +11,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from flagsched.devstack import DevStack
 from flagsched.devstack.kafka import LocalKafka, ensure_jars
 from flagsched.runtime.settings import Settings
 from flagsched.schemas.events import ScheduleDue
@@ -94,10 +97,38 @@ def end_offset(settings: Settings, topic: str) -> int:
         consumer.close()
 
 
-def test_database_outage_opens_the_group_breaker_and_burns_no_attempt(
-    make_settings, db, dsn, devstack
-):
+class PostgresOutage:
+    """A real outage of the session's PostgreSQL: ``begin`` stops the server, ``end``
+    starts it again; the fixture ends an outage the test left running, whatever happened."""
+
+    def __init__(self, devstack: DevStack) -> None:
+        self._postgres = devstack.postgres
+        self.active = False
+
+    def begin(self) -> None:
+        self.active = True
+        self._postgres.stop()
+
+    def end(self) -> None:
+        self._postgres.start()
+        self.active = False
+
+
+@pytest.fixture
+def postgres_outage(devstack: DevStack | None) -> Iterator[PostgresOutage]:
     need_local_stack(devstack)
+    assert devstack is not None
+    outage = PostgresOutage(devstack)
+    try:
+        yield outage
+    finally:
+        if outage.active:  # the test failed mid-outage: later tests need the server
+            outage.end()
+
+
+def test_database_outage_opens_the_group_breaker_and_burns_no_attempt(
+    make_settings, db, dsn, postgres_outage
+):
     settings = make_settings(
         breaker_failure_threshold=2,
         infra_pause_s=0.2,
@@ -121,7 +152,7 @@ def test_database_outage_opens_the_group_breaker_and_burns_no_attempt(
         wait_until(
             lambda: owns(w1, due) and owns(w2, due), what="both own due partitions", timeout_s=90
         )
-        devstack.postgres.stop()  # a real outage: the server is gone
+        postgres_outage.begin()  # a real outage: the server is gone
         publish(settings, records)
         wait_until(
             lambda: w1.breaker.is_open and w2.breaker.is_open,
@@ -133,8 +164,9 @@ def test_database_outage_opens_the_group_breaker_and_burns_no_attempt(
         assert last - first < 1.0, transitions  # the group pauses together
         # The outage lasts a while longer than the breaker threshold; that is the fault.
         threading.Event().wait(2.0)
-        assert applied_count_or_none(dsn) is None
-        devstack.postgres.start()
+        with pytest.raises(psycopg.OperationalError):  # the server is really gone
+            applied_count(dsn)
+        postgres_outage.end()
         wait_until(
             lambda: not w1.breaker.is_open and not w2.breaker.is_open,
             what="breakers closed",
@@ -159,13 +191,6 @@ def test_database_outage_opens_the_group_breaker_and_burns_no_attempt(
     # bounded drain: 2 workers x 20 records/s, from an empty bucket
     assert drain_s >= len(ids) / (2 * 20.0) * 0.8, drain_s
     print(f"breaker: open->closed; drained {len(ids)} in {drain_s:.2f}s")
-
-
-def applied_count_or_none(dsn: str) -> int | None:
-    try:
-        return applied_count(dsn)
-    except Exception:
-        return None
 
 
 def read_control(settings: Settings, layout: TopicLayout) -> list[dict[str, Any]]:

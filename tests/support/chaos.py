@@ -602,8 +602,10 @@ class Injector:
     def _broker_restart(self) -> dict[str, Any]:
         kafka = self._stack().kafka
         kafka.stop()
-        threading.Event().wait(self.outage_s)  # the broker stays down: this wait IS the fault
-        kafka.start()
+        try:
+            threading.Event().wait(self.outage_s)  # the broker stays down: this wait IS the fault
+        finally:
+            kafka.start()  # whatever happens, the rest of the run gets its broker back
         return {"outage_s": self.outage_s}
 
     def _postgres_outage(self) -> dict[str, Any]:
@@ -611,8 +613,10 @@ class Injector:
         busy = self._wait_count("status IN ('dispatched', 'retrying')", at_least=3, timeout_s=3.0)
         postgres = self._stack().postgres
         postgres.stop()
-        threading.Event().wait(self.outage_s)  # the database stays down: this wait IS the fault
-        postgres.start()
+        try:
+            threading.Event().wait(self.outage_s)  # the database stays down: this wait IS the fault
+        finally:
+            postgres.start()
         return {"outage_s": self.outage_s, "in_flight_at_stop": busy}
 
     def _rebalance(self) -> dict[str, Any]:

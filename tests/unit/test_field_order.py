@@ -1,12 +1,15 @@
-"""Per-field ordering (consumer/attempt.py): a late schedule sets only what no newer one set."""
+"""Per-field ordering (consumer/field_order.py): a late schedule sets only what no newer one set."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from flagsched.consumer.attempt import Superseded, fields_to_apply, stamped
+from flagsched.consumer.field_order import Superseded, fields_to_apply, stamped
 
 T0 = datetime(2026, 11, 28, 0, 0, tzinfo=UTC)
 
@@ -68,3 +71,34 @@ def test_flags_changed_before_field_stamps_count_every_field_as_set_by_the_newes
     with pytest.raises(Superseded):
         fields_to_apply(f, sched(1, 5), {"enabled": True})
     assert fields_to_apply(f, sched(4, 15), {"enabled": True}) == {"enabled": True}
+
+
+FIELDS = ("enabled", "rollout_percentage", "config")
+schedules = st.lists(
+    st.tuples(
+        st.integers(0, 5),  # due second: ties are common
+        st.dictionaries(st.sampled_from(FIELDS), st.integers(0, 100), min_size=1),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+def apply_all(order: list[tuple[int, int, dict[str, int]]]) -> dict[str, object]:
+    """The flag's fields after applying (id, second, update) items in ``order``."""
+    f: dict[str, object] = flag()
+    for sid, sec, update in order:
+        with contextlib.suppress(Superseded):
+            fields = fields_to_apply(f, sched(sid, sec), update)
+            f.update(stamped(f, sched(sid, sec), fields))
+            f.update(fields)
+    return {k: f.get(k) for k in FIELDS}
+
+
+@given(schedules, st.randoms())
+def test_any_arrival_order_ends_as_due_order(items, rnd):
+    numbered = [(sid, sec, update) for sid, (sec, update) in enumerate(items, start=1)]
+    in_due_order = sorted(numbered, key=lambda s: (s[1], s[0]))
+    arrived = list(numbered)
+    rnd.shuffle(arrived)
+    assert apply_all(arrived) == apply_all(in_due_order)

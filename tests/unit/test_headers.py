@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from flagsched.runtime.errors import PoisonRecord
 from flagsched.schemas import headers as hdr
-from flagsched.schemas.headers import DeadLetterReason, RecordHeaders, truncate_utf8
+from flagsched.schemas.error_message import ERROR_MESSAGE_MAX_BYTES, truncate_utf8
+from flagsched.schemas.headers import DeadLetterReason, RecordHeaders
 
 
 def full() -> RecordHeaders:
@@ -49,7 +50,7 @@ def test_error_message_is_bounded_and_valid_utf8(text):
     value = dict(RecordHeaders(attempt=1, due_ms=0, error_message=text).encode()).get(
         hdr.ERROR_MESSAGE, b""
     )
-    assert len(value) <= 1024
+    assert len(value) <= ERROR_MESSAGE_MAX_BYTES
     value.decode("utf-8")
 
 

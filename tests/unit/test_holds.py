@@ -5,7 +5,14 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flagsched.consumer.holds import Holds, Timing, judge, rotation_tier
+from flagsched.consumer.holds import (
+    SMALLEST_TIER_RECHECK_MS,
+    Holds,
+    Timing,
+    judge,
+    partition_wake_ms,
+    rotation_tier,
+)
 from flagsched.schemas.headers import RecordHeaders
 from flagsched.schemas.topics import TopicLayout
 
@@ -75,3 +82,24 @@ def test_holds_registry():
     assert holds.expired(7) == ["b"]
     holds.forget(["a"])
     assert holds.next_wake_ms() is None
+
+
+def test_a_held_partition_wakes_at_the_earliest_record_behind_the_hold():
+    five = LAYOUT.tier_topic(5.0)
+    assert partition_wake_ms(LAYOUT, five, [T0 + 4_000, T0 + 900, T0 + 2_000], T0) == T0 + 900
+
+
+def test_the_smallest_tier_is_fetched_again_soon_whatever_it_holds():
+    one = LAYOUT.tier_topic(1.0)
+    wake = partition_wake_ms(LAYOUT, one, [T0 + 900], T0)
+    assert wake == T0 + SMALLEST_TIER_RECHECK_MS
+    assert partition_wake_ms(LAYOUT, one, [T0 + 5], T0) == T0 + 5
+
+
+@given(
+    topic=st.sampled_from([LAYOUT.due, LAYOUT.priority, *LAYOUT.tier_topics]),
+    wakes=st.lists(st.integers(T0, T0 + 10**8), min_size=1, max_size=20),
+    now=st.integers(T0 - 10**5, T0 + 10**5),
+)
+def test_a_partition_hold_never_outlasts_a_record_behind_it(topic, wakes, now):
+    assert partition_wake_ms(LAYOUT, topic, wakes, now) <= min(wakes)

@@ -12,7 +12,6 @@ path for flags that must be waited for.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
@@ -31,25 +30,18 @@ from flagsched.consumer.bookkeeping import (
 )
 from flagsched.consumer.classify import settle
 from flagsched.consumer.decode import Delivery
+from flagsched.consumer.field_order import Superseded as Superseded
+from flagsched.consumer.field_order import fields_to_apply as fields_to_apply
+from flagsched.consumer.field_order import stamped as stamped
+from flagsched.consumer.flag_write import STATE as STATE
+from flagsched.consumer.flag_write import state_json, write_flags
 from flagsched.consumer.jsonb import Unreadable
 from flagsched.consumer.outcome import AttemptResult, Outcome
 from flagsched.runtime.errors import FlagLocked, FlagNotFound, FlagschedError, InvalidUpdate
 from flagsched.schemas.error_classes import ErrorClass
-from flagsched.schemas.events import to_epoch_ms, to_epoch_us
+from flagsched.schemas.events import to_epoch_ms
 from flagsched.schemas.headers import DeadLetterReason
 from flagsched.schemas.updates import FlagUpdate
-
-#: The flag columns a schedule may change, as they appear in the change log.
-STATE = ("enabled", "rollout_percentage", "config")
-
-
-class Superseded(Exception):
-    """A newer schedule of the flag is applied already (per-flag ordering)."""
-
-    def __init__(self, by: int) -> None:
-        super().__init__(f"superseded by schedule {by}")
-        self.by = by
-
 
 #: A schedule row ``s`` with the attempt row ``a`` its record asks for (``rec_*``, NULL
 #: when not recorded): what :func:`triage` reads.
@@ -151,54 +143,6 @@ def parse_update(row: Row) -> dict[str, Any]:
     return update
 
 
-Stamp = tuple[int, int]  # (scheduled_at in epoch microseconds, schedule id)
-
-
-def _stamp(moment: datetime, schedule_id: int) -> Stamp:
-    return (to_epoch_us(moment), int(schedule_id))
-
-
-def _stamps(flag: Row) -> dict[str, Stamp]:
-    """Which schedule set each field last. A flag last changed before field stamps
-    existed (migration 0004) has none: all its fields count as set by its newest
-    applied schedule, ``(last_scheduled_at, last_schedule_id)``."""
-    stamps = flag.get("field_stamps") or {}
-    if stamps:
-        return {f: (int(s[0]), int(s[1])) for f, s in stamps.items()}
-    if flag["last_scheduled_at"] is None:
-        return {}
-    legacy = _stamp(flag["last_scheduled_at"], flag["last_schedule_id"])
-    return dict.fromkeys(STATE, legacy)
-
-
-def fields_to_apply(flag: Row, row: Row, update: dict[str, Any]) -> dict[str, Any]:
-    """Per-field ordering: the fields of ``update`` no newer schedule has set already.
-
-    A schedule applied after a newer one of its flag (it arrived late) still sets
-    the other fields, so the flag ends as if they had applied in due order; raises
-    :class:`Superseded` when newer schedules have set every field it changes.
-    """
-    mine, stamps = _stamp(row["scheduled_at"], row["id"]), _stamps(flag)
-    newer = {f: stamps[f] for f in update if f in stamps and stamps[f] > mine}
-    if len(newer) == len(update):
-        raise Superseded(max(newer.values())[1])
-    return {f: v for f, v in update.items() if f not in newer}
-
-
-def stamped(flag: Row, row: Row, fields: dict[str, Any]) -> Row:
-    """The flag's ordering columns after ``row`` set ``fields``."""
-    mine = _stamp(row["scheduled_at"], row["id"])
-    stamps = {f: list(s) for f, s in _stamps(flag).items()}
-    stamps.update({f: list(mine) for f in fields})
-    last = flag["last_scheduled_at"]
-    newest = last is None or _stamp(last, flag["last_schedule_id"]) < mine
-    return {
-        "field_stamps": stamps,
-        "last_scheduled_at": row["scheduled_at"] if newest else last,
-        "last_schedule_id": row["id"] if newest else flag["last_schedule_id"],
-    }
-
-
 def unavailable(conn: psycopg.Connection[Row], keys: Collection[str]) -> dict[str, Exception]:
     """Why each flag row this transaction could not lock without waiting is unavailable:
     locked by another transaction, or not there (one query for all of them)."""
@@ -283,36 +227,9 @@ def _apply_update(
             raise _not_found(key)
     update = parse_update(row)
     fields = fields_to_apply(flag, row, update)
-    order = stamped(flag, row, fields)
-    before = {k: flag[k] for k in STATE}
-    sets = [sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in fields]
-    params = {k: (json.dumps(v) if k == "config" else v) for k, v in fields.items()}
-    # One round trip: the flag's new state and its change-log entry.
-    after = conn.execute(
-        sql.SQL(
-            "WITH f AS (UPDATE feature_flags SET {}, version = version + 1,"
-            " field_stamps = %(stamps)s, last_schedule_id = %(last_id)s,"
-            " last_scheduled_at = %(last_at)s, updated_at = now()"
-            " WHERE key = %(key)s RETURNING *),"
-            " log AS (INSERT INTO flag_change_log"
-            " (flag_key, schedule_id, attempt, version, before, after)"
-            " SELECT key, %(sid)s, %(n)s, version, %(before)s,"
-            " jsonb_build_object('enabled', enabled, 'rollout_percentage', rollout_percentage,"
-            " 'config', config) FROM f)"
-            " SELECT * FROM f"
-        ).format(sql.SQL(", ").join(sets)),
-        {
-            **params,
-            "stamps": json.dumps(order["field_stamps"]),
-            "last_id": order["last_schedule_id"],
-            "last_at": order["last_scheduled_at"],
-            "sid": row["id"],
-            "key": key,
-            "n": attempt,
-            "before": json.dumps(before),
-        },
-    ).fetchone()
-    assert after is not None
+    after = {**flag, **stamped(flag, row, fields), **fields, "version": int(flag["version"]) + 1}
+    entry = (key, row["id"], attempt, after["version"], state_json(flag), state_json(after))
+    write_flags(conn, [after], [entry])  # the statement a folded poll writes with
     if flags is not None:
         flags[key] = after
     return int(after["version"])

@@ -19,7 +19,8 @@ from flagsched.consumer.decode import Delivery
 from flagsched.consumer.outcome import AttemptResult, Outcome
 from flagsched.runtime.errors import InvalidRetryPolicy
 from flagsched.schemas.error_classes import ErrorClass
-from flagsched.schemas.headers import DeadLetterReason, truncate_utf8
+from flagsched.schemas.error_message import ERROR_MESSAGE_MAX_BYTES, truncate_utf8
+from flagsched.schemas.headers import DeadLetterReason
 from flagsched.schemas.retry.policy import (
     MAX_RETRIES,
     PolicyOverride,
@@ -40,7 +41,7 @@ class AttemptContext:
     worker_id: str
     lock_timeout_ms: int
     statement_timeout_ms: int
-    error_message_max_bytes: int = 1024
+    error_message_max_bytes: int = ERROR_MESSAGE_MAX_BYTES
     trace_id: str | None = None
 
 

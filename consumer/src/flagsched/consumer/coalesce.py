@@ -8,14 +8,14 @@ transaction:
    attempt row each record asks for;
 2. in Python, in (flag, scheduled_at, id) order, each schedule is judged against
    the flag as the schedules before it in the batch leave it (per-field ordering,
-   consumer/attempt.py::fields_to_apply): a flag's changes
+   consumer/field_order.py): a flag's changes
    are folded into its final state, each schedule keeping its own version,
    change-log entry, attempt row and outcome;
 3. one statement writes every flag's final state and all change-log entries, in a
-   savepoint; when a batch folds several changes into one flag, every
-   intermediate state is first checked against the flag table's own constraints
-   (a temporary ``LIKE feature_flags INCLUDING CONSTRAINTS`` table), so a change
-   that would have violated one is never hidden by a later change;
+   savepoint (consumer/flag_write.py, the statement the one-at-a-time path uses too);
+   when a batch folds several changes into one flag, every intermediate state is
+   first checked against the flag table's own constraints, so a change that would
+   have violated one is never hidden by a later change;
 4. one statement records every attempt (consumer/bookkeeping.py).
 
 If step 3 fails (a constraint, a value out of range) the savepoint is rolled
@@ -30,7 +30,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import psycopg
 
@@ -54,6 +53,7 @@ from flagsched.consumer.bookkeeping import (
 )
 from flagsched.consumer.classify import settle
 from flagsched.consumer.decode import Delivery
+from flagsched.consumer.flag_write import write_flags
 from flagsched.consumer.outcome import AttemptResult, Outcome
 from flagsched.runtime.errors import FlagLocked, InvalidUpdate
 from flagsched.runtime.logtext import printable
@@ -69,39 +69,6 @@ SELECT {SCHEDULE_WITH_ATTEMPT}
   LEFT JOIN schedule_retry_attempts a ON a.schedule_id = s.id AND a.attempt = w.n
  ORDER BY s.id
    FOR UPDATE OF s
-"""
-
-_CHECK_TABLE = (
-    "CREATE TEMPORARY TABLE IF NOT EXISTS flagsched_flag_check"
-    " (LIKE feature_flags INCLUDING CONSTRAINTS INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-)
-
-_CHECK = """
-INSERT INTO flagsched_flag_check (key, enabled, rollout_percentage, config)
-SELECT key, enabled, rollout, config::jsonb
-  FROM unnest(%(key)b::text[], %(enabled)b::boolean[], %(rollout)b::integer[],
-              %(config)b::text[]) AS u(key, enabled, rollout, config)
-"""
-
-_WRITE = """
-WITH u AS (
-    SELECT * FROM unnest(%(key)b::text[], %(enabled)b::boolean[], %(rollout)b::integer[],
-                         %(config)b::text[], %(version)b::bigint[], %(stamps)b::text[],
-                         %(sid)b::bigint[], %(sat)b::timestamptz[])
-        AS u(key, enabled, rollout, config, version, stamps, sid, sat)
-), f AS (
-    UPDATE feature_flags f
-       SET enabled = u.enabled, rollout_percentage = u.rollout, config = u.config::jsonb,
-           version = u.version, field_stamps = u.stamps::jsonb,
-           last_schedule_id = u.sid, last_scheduled_at = u.sat,
-           updated_at = now()
-      FROM u WHERE f.key = u.key
-)
-INSERT INTO flag_change_log (flag_key, schedule_id, attempt, version, before, after)
-SELECT key, sid, n, version, before::jsonb, after::jsonb
-  FROM unnest(%(l_key)b::text[], %(l_sid)b::bigint[], %(l_n)b::integer[],
-              %(l_version)b::bigint[], %(l_before)b::text[], %(l_after)b::text[])
-    AS l(key, sid, n, version, before, after)
 """
 
 
@@ -219,38 +186,11 @@ def _fold(fold: _Fold, row: Row, d: Delivery, ctx: AttemptContext, started: date
 
 def _write_flags(conn: psycopg.Connection[Row], folds: dict[str, _Fold]) -> None:
     changed = {k: f for k, f in folds.items() if f.log}
-    if not changed:
-        return
     # Only the final state reaches feature_flags (and its constraints): the states in
     # between are checked against the same constraints first.
-    between = [s for f in changed.values() if len(f.states) > 1 for s in f.states[:-1]]
-    if between:
-        conn.execute(_CHECK_TABLE)
-        conn.execute(_CHECK, _columns(between))
-    finals = [f.flag for f in changed.values()]
-    logs = [(k, *entry) for k, f in changed.items() for entry in f.log]
-    conn.execute(
-        _WRITE,
-        {
-            **_columns(finals),
-            "version": [f["version"] for f in finals],
-            "stamps": [json.dumps(f["field_stamps"]) for f in finals],
-            "sid": [f["last_schedule_id"] for f in finals],
-            "sat": [f["last_scheduled_at"] for f in finals],
-            "l_key": [entry[0] for entry in logs],
-            "l_sid": [entry[1] for entry in logs],
-            "l_n": [entry[2] for entry in logs],
-            "l_version": [entry[3] for entry in logs],
-            "l_before": [entry[4] for entry in logs],
-            "l_after": [entry[5] for entry in logs],
-        },
+    write_flags(
+        conn,
+        [f.flag for f in changed.values()],
+        [(k, *entry) for k, f in changed.items() for entry in f.log],
+        between=[s for f in changed.values() if len(f.states) > 1 for s in f.states[:-1]],
     )
-
-
-def _columns(states: Sequence[Row]) -> dict[str, list[Any]]:
-    return {
-        "key": [s["key"] for s in states],
-        "enabled": [s["enabled"] for s in states],
-        "rollout": [s["rollout_percentage"] for s in states],
-        "config": [json.dumps(s["config"]) for s in states],
-    }

@@ -8,6 +8,7 @@ one that still has a tier's worth of time left hops to a smaller tier.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -64,6 +65,25 @@ def latest_due_ms(layout: TopicLayout, topic: str, now_ms: int, lookahead_s: flo
     largest_s = max(layout.tiers_s)
     ahead_s = lookahead_s if topic not in layout.tier_topics else max(lookahead_s, MAX_DELAY_S)
     return now_ms + int((ahead_s + largest_s) * 1000)
+
+
+#: How long a held partition of the smallest tier goes without being fetched again.
+SMALLEST_TIER_RECHECK_MS = 20
+
+
+def partition_wake_ms(layout: TopicLayout, topic: str, wakes_ms: Iterable[int], now_ms: int) -> int:
+    """When a partition held at its first waiting record is fetched again.
+
+    At the earliest wake among the records fetched behind the hold, not only the first
+    one's (on a tier topic a later record can wake sooner). A partition of the smallest
+    tier is fetched again within :data:`SMALLEST_TIER_RECHECK_MS` at the latest: a
+    record appended while it is paused is not seen until then, and may be due sooner
+    than any fetched so far.
+    """
+    until = min(wakes_ms)
+    if layout.tier_topics.get(topic) == min(layout.tiers_s):
+        until = min(until, now_ms + SMALLEST_TIER_RECHECK_MS)
+    return until
 
 
 def rotation_tier(layout: TopicLayout, due_ms: int, now_ms: int) -> float:

@@ -17,7 +17,7 @@ from flagsched.consumer.apply import run_batch
 from flagsched.consumer.bookkeeping import AttemptContext
 from flagsched.consumer.classify import classify
 from flagsched.consumer.decode import Delivery, coordinates, decode_event, decode_headers
-from flagsched.consumer.holds import Timing, judge, latest_due_ms, rotation_tier
+from flagsched.consumer.holds import Timing, judge, latest_due_ms, partition_wake_ms, rotation_tier
 from flagsched.consumer.isolate import paused, run_isolated
 from flagsched.consumer.jsonb import install as read_json_safely
 from flagsched.consumer.outcome import AttemptResult, Outcome
@@ -27,14 +27,13 @@ from flagsched.runtime.logtext import printable
 from flagsched.runtime.settings import Settings
 from flagsched.runtime.telemetry.tracing import AttemptSpan, Tracing
 from flagsched.schemas.error_classes import ErrorClass
+from flagsched.schemas.error_message import ERROR_MESSAGE_MAX_BYTES, truncate_utf8
 from flagsched.schemas.headers import DeadLetterReason, RecordHeaders
 from flagsched.schemas.topics import TopicLayout
 
 log = logging.getLogger(__name__)
 
 Handled = tuple[Any, AttemptResult]  # (record, its outcome)
-#: How long a held partition of the smallest tier goes without being fetched again.
-SMALLEST_TIER_RECHECK_MS = 20
 Span = AttemptSpan | None
 
 
@@ -109,7 +108,7 @@ class RecordProcessor:
         fits its remaining time, see holds.rotation_tier) instead of blocking it, and
         the partition is held at the first of the remaining records until the earliest
         wake among them, not only the first one's. A partition of the smallest tier is
-        fetched again at least every SMALLEST_TIER_RECHECK_MS: a record appended to it
+        fetched again at least every holds.SMALLEST_TIER_RECHECK_MS: a record appended to it
         meanwhile may be due sooner than any record fetched so far.
         """
         judged: list[tuple[Any, AttemptResult | Delivery]] = []
@@ -126,11 +125,8 @@ class RecordProcessor:
         if rest:
             first_rec, first = rest[0]
             assert isinstance(first, AttemptResult)
-            until = min(v.hold_until_ms or 0 for _, v in rest if isinstance(v, AttemptResult))
-            if self.layout.tier_topics.get(first_rec.topic) == min(self.layout.tiers_s):
-                # Records appended while the partition is paused are not seen until it
-                # is fetched again; in the smallest tier they may wake before `until`.
-                until = min(until, now + SMALLEST_TIER_RECHECK_MS)
+            wakes = (v.hold_until_ms or 0 for _, v in rest if isinstance(v, AttemptResult))
+            until = partition_wake_ms(self.layout, first_rec.topic, wakes, now)
             out.append((first_rec, dataclasses.replace(first, hold_until_ms=until)))
         return out
 
@@ -288,7 +284,7 @@ def _poison(rec: Any, exc: PoisonRecord) -> AttemptResult:
         Outcome.POISON,
         headers.attempt if headers else 1,
         error_class=ErrorClass.POISON.value,
-        error_message=str(exc)[:1024],
+        error_message=truncate_utf8(str(exc), ERROR_MESSAGE_MAX_BYTES),
         dlt_reason=DeadLetterReason.POISON,
         due_ms=headers.due_ms if headers else None,
     )

@@ -63,8 +63,12 @@ def cmd_env(args: argparse.Namespace, settings: Settings) -> int:
 _COMMANDS: dict[str, tuple[Handler, str]] = {
     "up": (cmd_up, "start local Kafka and PostgreSQL (idempotent); print export lines"),
     "down": (cmd_down, "stop them; data is kept for the next up"),
-    "status": (cmd_status, "print whether each server runs, as JSON"),
-    "env": (cmd_env, "print export lines for a running stack (exit 1 if not up)"),
+    "status": (cmd_status, "print whether each server runs, as JSON (the DSN redacted)"),
+    "env": (
+        cmd_env,
+        "print export lines for a running stack, for eval: the values themselves, a "
+        "password included (exit 1 if not up)",
+    ),
 }
 
 

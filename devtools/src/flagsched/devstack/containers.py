@@ -18,6 +18,7 @@ from flagsched.devstack.endpoints import Endpoints
 from flagsched.devstack.kafka import KAFKA_VERSION, random_cluster_id
 from flagsched.devstack.probes import wait_for_kafka
 from flagsched.devstack.process import free_port
+from flagsched.runtime.db.dsn import redact_dsn
 from flagsched.runtime.errors import DevStackError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -127,5 +128,8 @@ class ContainerStack:
             "up": ep is not None,
             "backend": "testcontainers",
             "kafka": {"image": KAFKA_IMAGE, "bootstrap_servers": ep and ep.kafka_bootstrap_servers},
-            "postgres": {"image": POSTGRES_IMAGE, "database_url": ep and ep.database_url},
+            "postgres": {
+                "image": POSTGRES_IMAGE,
+                "database_url": ep and redact_dsn(ep.database_url),
+            },
         }

@@ -12,21 +12,18 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from flagsched.devstack.endpoints import DATABASE_ENV, KAFKA_ENV
 from flagsched.devstack.process import POLL_INTERVAL_S, port_accepts
+from flagsched.runtime.db.dsn import dsn_problem, redact_dsn
 from flagsched.runtime.errors import ConfigError, ServiceUnavailable
 from flagsched.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
-
-_MASK = "***"
 
 
 def _host_port(server: str) -> tuple[str, int]:
@@ -132,22 +129,6 @@ def check_kafka(settings: Settings) -> dict[str, Any]:
         raise ConfigError(f"{KAFKA_ENV} is malformed: {exc}") from exc
 
 
-def redact_dsn(dsn: str) -> str:
-    """The DSN with any password replaced by ``***`` (URL and key=value forms)."""
-    if "://" in dsn:
-        parts = urlsplit(dsn)
-        if parts.password is None:
-            return dsn
-        netloc = parts.netloc.replace(f":{parts.password}@", f":{_MASK}@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
-    with contextlib.suppress(psycopg.ProgrammingError):
-        params = conninfo_to_dict(dsn)
-        if "password" in params:
-            params["password"] = _MASK
-            return make_conninfo(**{k: str(v) for k, v in params.items()})
-    return dsn
-
-
 def select_one(dsn: str, timeout_s: float) -> None:
     """Connect and run ``SELECT 1``; psycopg errors propagate."""
     # libpq's connect_timeout is whole seconds, and values below 2 are raised to 2.
@@ -167,10 +148,9 @@ def check_database(settings: Settings) -> None:
     or ConfigError when the setting is missing or not a valid DSN.
     """
     dsn = settings.require_database_url()
-    try:
-        conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"{DATABASE_ENV} is not a valid DSN: {exc}") from exc
+    problem = dsn_problem(dsn)
+    if problem is not None:
+        raise ConfigError(f"{DATABASE_ENV} is not a valid DSN: {problem}")
     try:
         select_one(dsn, settings.connect_timeout_s)
     except psycopg.Error as exc:

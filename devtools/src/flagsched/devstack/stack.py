@@ -19,6 +19,7 @@ from flagsched.devstack.endpoints import DATABASE_ENV, KAFKA_ENV, Endpoints
 from flagsched.devstack.kafka import KAFKA_VERSION, LocalKafka, ensure_jars, jars_dir
 from flagsched.devstack.postgres import LocalPostgres
 from flagsched.devstack.process import file_lock
+from flagsched.runtime.db.dsn import redact_dsn
 from flagsched.runtime.errors import ConfigError, DevStackError
 from flagsched.runtime.settings import Settings
 
@@ -152,7 +153,7 @@ class DevStack:
             "postgres": {
                 "running": pg_pid is not None,
                 "pid": pg_pid,
-                "database_url": self.postgres.dsn if self.postgres.port else None,
+                "database_url": redact_dsn(self.postgres.dsn) if self.postgres.port else None,
                 "log": str(self.postgres.log_path),
             },
         }
@@ -199,7 +200,8 @@ def resolve_endpoints(settings: Settings, start: bool = True) -> tuple[Endpoints
     ``testcontainers``), brought up when ``start`` is true, else required to be up.
     Only one set is a ConfigError.
     """
-    kafka, database = settings.kafka_bootstrap_servers, settings.database_url
+    kafka = settings.kafka_bootstrap_servers
+    database = settings.database_url.get_secret_value() if settings.database_url else None
     if kafka and database:
         return Endpoints(kafka, database), None
     if kafka or database:

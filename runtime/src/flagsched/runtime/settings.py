@@ -6,13 +6,16 @@ pydantic's message, which names the setting (see :func:`load_settings`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flagsched.runtime.db.dsn import dsn_problem
 from flagsched.runtime.errors import ConfigError
+from flagsched.schemas.error_message import ERROR_MESSAGE_MAX_BYTES
 from flagsched.schemas.retry.policy import MAX_DELAY_S, Jitter, RetryPolicy
 from flagsched.schemas.topics import (
     DEFAULT_GROUP_ID,
@@ -34,7 +37,9 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str | None = Field(
         default=None, description="host:port[,host:port]; unset means the local dev stack"
     )
-    database_url: str | None = Field(
+    #: Secret: a DSN may carry a password (URL, key=value or ``?password=``); shown only
+    #: redacted (flagsched.runtime.db.dsn), read with :meth:`require_database_url`.
+    database_url: SecretStr | None = Field(
         default=None, description="libpq URL/DSN; unset means the local dev stack"
     )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -105,7 +110,9 @@ class Settings(BaseSettings):
     apply_statement_timeout_ms: int = Field(default=10000, ge=1)
     infra_pause_s: float = Field(default=2.0, gt=0)
     max_record_bytes: int = Field(default=64 * 1024, ge=1024)
-    error_message_max_bytes: int = Field(default=1024, ge=64)
+    #: At most the contract's bound (schemas/error_message.py): a higher one could make
+    #: a model refuse a message.
+    error_message_max_bytes: int = Field(default=1024, ge=64, le=ERROR_MESSAGE_MAX_BYTES)
     #: Failure detection: a member not heard from for this long is removed and its
     #: partitions move. Shorter detects a crash sooner but expels a worker whose heartbeats
     #: stop for that long (GC pause, CPU starvation, a network blip). The broker's
@@ -148,6 +155,15 @@ class Settings(BaseSettings):
     breaker_stale_s: float = Field(default=60.0, gt=0)
     breaker_drain_rate_per_s: float = Field(default=200.0, gt=0)
     breaker_drain_s: float = Field(default=10.0, ge=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _dsn_parses(cls, v: SecretStr | None) -> SecretStr | None:
+        # Fail at start-up, not at the first attempt; the message hides what libpq quotes.
+        problem = None if v is None else dsn_problem(v.get_secret_value())
+        if problem is not None:
+            raise ValueError(f"not a valid libpq DSN: {problem}")
+        return v
 
     @field_validator("retry_tiers_s")
     @classmethod
@@ -251,10 +267,23 @@ class Settings(BaseSettings):
         return cfg
 
     def require_database_url(self) -> str:
-        """The DSN, or a ConfigError naming the setting."""
-        if not self.database_url:
+        """The DSN (the secret itself: pass it to a client, never log it), or a
+        ConfigError naming the setting."""
+        dsn = self.database_url.get_secret_value() if self.database_url is not None else ""
+        if not dsn:
             raise ConfigError("FLAGSCHED_DATABASE_URL is not set")
-        return self.database_url
+        return dsn
+
+    def with_database_url(self, dsn: str) -> Settings:
+        """A copy pointing at another database."""
+        return self.model_copy(update={"database_url": dsn})
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """pydantic's copy, except that a DSN given as a plain string is wrapped as a secret:
+        ``model_copy`` does not validate, and the copy's repr would show the password."""
+        if update is not None and isinstance(update.get("database_url"), str):
+            update = {**update, "database_url": SecretStr(update["database_url"])}
+        return super().model_copy(update=update, deep=deep)
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -265,8 +294,9 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        parts = []
+        parts: list[str] = []
         for err in exc.errors():
             name = "_".join(str(p) for p in err["loc"]) or "settings"
             parts.append(f"FLAGSCHED_{name.upper()}: {err['msg']}")
-        raise ConfigError("invalid configuration: " + "; ".join(parts)) from exc
+        # Not chained: pydantic's own message quotes each input, secrets included.
+        raise ConfigError("invalid configuration: " + "; ".join(parts)) from None

@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from flagsched.schemas import headers as h
 from flagsched.schemas.error_classes import ErrorClass
+from flagsched.schemas.error_message import ERROR_MESSAGE_MAX_BYTES
 
 _NUMBER = r"^[0-9]+$"
 _ERROR_CLASSES = ", ".join(f"`{c.value}`" for c in ErrorClass)
@@ -42,7 +43,8 @@ HEADERS: Final[dict[str, dict[str, Any]]] = {
     },
     h.ERROR_MESSAGE: {
         "description": "Last error message, UTF-8, at most "
-        f"{h.ERROR_MESSAGE_MAX_BYTES} bytes (longer messages are cut and end in `...`).",
+        f"{ERROR_MESSAGE_MAX_BYTES} bytes (workers cut it at FLAGSCHED_ERROR_MESSAGE_MAX_BYTES, "
+        "1024 by default; a cut message ends in `...`).",
     },
     h.DLT_REASON: {
         "enum": [r.value for r in h.DeadLetterReason],

@@ -16,6 +16,8 @@ from typing import Annotated, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from flagsched.schemas.error_message import ErrorMessage
+
 SCHEDULE_DUE_VERSION: Final = 1
 LIFECYCLE_VERSION: Final = 1
 CONTROL_VERSION: Final = 1
@@ -97,7 +99,7 @@ class LifecycleEvent(_Event):
         default=None, description="retry_scheduled: when the next attempt is due"
     )
     error_class: str | None = None
-    error_message: str | None = Field(default=None, max_length=4096)
+    error_message: ErrorMessage | None = None
     reason: str | None = Field(
         default=None, description="dead_lettered: exhausted | permanent | poison"
     )

@@ -14,7 +14,7 @@ headers are replaced, never accumulated, however many hops a record makes.
 | flagsched-origin-offset | retry, dead letter | its offset |
 | flagsched-origin-group | retry, dead letter | consumer group that processed it |
 | flagsched-error-class | retry, dead letter | last error class (schemas.error_classes) |
-| flagsched-error-message | retry, dead letter | last error message, UTF-8, at most 1024 bytes |
+| flagsched-error-message | retry, dead letter | last error message, UTF-8, <= 4096 bytes |
 | flagsched-dlt-reason | dead letter | exhausted / permanent / poison |
 | traceparent | all (optional) | W3C trace context of the attempt that sent it |
 """
@@ -26,6 +26,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from flagsched.schemas.error_message import ERROR_MESSAGE_MAX_BYTES, ErrorMessage
+from flagsched.schemas.error_message import truncate_utf8 as truncate_utf8
 from flagsched.schemas.errors import PoisonRecord
 
 ATTEMPT = "flagsched-attempt"
@@ -40,8 +42,8 @@ ERROR_MESSAGE = "flagsched-error-message"
 DLT_REASON = "flagsched-dlt-reason"
 TRACEPARENT = "traceparent"
 
-ERROR_MESSAGE_MAX_BYTES = 1024
-_MAX_HEADER_VALUE_BYTES = 4096
+#: The longest header flagsched writes is the error message; a longer one is poison.
+_MAX_HEADER_VALUE_BYTES = ERROR_MESSAGE_MAX_BYTES
 
 KafkaHeaders = Sequence[tuple[str, bytes | None]]
 
@@ -67,7 +69,7 @@ class RecordHeaders(BaseModel):
     origin_offset: int | None = None
     origin_group: str | None = None
     error_class: str | None = None
-    error_message: str | None = None
+    error_message: ErrorMessage | None = None
     dlt_reason: DeadLetterReason | None = None
     traceparent: str | None = None
 
@@ -82,7 +84,7 @@ class RecordHeaders(BaseModel):
             (ORIGIN_OFFSET, self.origin_offset),
             (ORIGIN_GROUP, self.origin_group),
             (ERROR_CLASS, self.error_class),
-            (ERROR_MESSAGE, truncate_utf8(self.error_message, ERROR_MESSAGE_MAX_BYTES)),
+            (ERROR_MESSAGE, self.error_message),  # bounded by its type
             (DLT_REASON, self.dlt_reason.value if self.dlt_reason else None),
             (TRACEPARENT, self.traceparent),
         ]
@@ -123,13 +125,3 @@ _KNOWN = {
     DLT_REASON: "dlt_reason",
     TRACEPARENT: "traceparent",
 }
-
-
-def truncate_utf8(text: str | None, max_bytes: int) -> str | None:
-    """Cut ``text`` to at most ``max_bytes`` of UTF-8 without splitting a character."""
-    if text is None:
-        return None
-    data = text.encode("utf-8")
-    if len(data) <= max_bytes:
-        return text
-    return data[: max_bytes - 3].decode("utf-8", errors="ignore") + "..."

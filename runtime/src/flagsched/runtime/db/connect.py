@@ -7,13 +7,21 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from flagsched.runtime.errors import ServiceUnavailable
+from flagsched.runtime.db.dsn import dsn_problem, redact_dsn
+from flagsched.runtime.errors import ConfigError, ServiceUnavailable
 
 DictConnection = psycopg.Connection[dict[str, Any]]
 
 
 def connect(dsn: str, *, timeout_s: float = 10.0, autocommit: bool = False) -> DictConnection:
-    """Connect with dict rows; raise ServiceUnavailable naming FLAGSCHED_DATABASE_URL."""
+    """Connect with dict rows; raise ServiceUnavailable naming FLAGSCHED_DATABASE_URL.
+
+    The message shows the DSN redacted (flagsched.runtime.db.dsn); a DSN libpq cannot
+    parse is a ConfigError whose message hides the pieces libpq quotes.
+    """
+    problem = dsn_problem(dsn)
+    if problem is not None:
+        raise ConfigError(f"FLAGSCHED_DATABASE_URL is not a valid DSN: {problem}")
     try:
         return psycopg.connect(
             dsn,
@@ -24,15 +32,5 @@ def connect(dsn: str, *, timeout_s: float = 10.0, autocommit: bool = False) -> D
         )
     except psycopg.Error as exc:
         raise ServiceUnavailable(
-            f"cannot connect to PostgreSQL at FLAGSCHED_DATABASE_URL={_redact(dsn)}: {exc}"
+            f"cannot connect to PostgreSQL at FLAGSCHED_DATABASE_URL={redact_dsn(dsn)}: {exc}"
         ) from exc
-
-
-def _redact(dsn: str) -> str:
-    """Hide a password in a URL-style DSN."""
-    if "://" in dsn and "@" in dsn:
-        scheme, rest = dsn.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in creds else dsn
-    return dsn
