@@ -115,7 +115,12 @@ def test_cancel_of_a_retry_waiting_in_the_30s_tier_publishes_one_event_within_1s
 ):
     settings = make_settings(retry_tiers_s=(0.5, 1.0, 2.0, 30.0))
     add_flag(db, "slow")
-    sid = add_schedule(db, "slow", {"enabled": True}, retry_policy={"base_s": 40.0, "cap_s": 40.0})
+    sid = add_schedule(
+        db,
+        "slow",
+        {"enabled": True},
+        retry_policy={"base_s": 40.0, "cap_s": 40.0, "jitter": "none"},
+    )
     with (
         running_admin(settings, tmp_path) as api,
         api.client("operator") as client,
@@ -141,7 +146,9 @@ def test_cancel_of_a_retry_waiting_in_the_30s_tier_publishes_one_event_within_1s
 
 def test_a_cancelled_schedule_waiting_wake_up_is_dropped_as_stale(settings, db, dsn, tmp_path):
     add_flag(db, "stale")
-    sid = add_schedule(db, "stale", {"enabled": True}, retry_policy={"base_s": 2.5, "cap_s": 2.5})
+    sid = add_schedule(
+        db, "stale", {"enabled": True}, retry_policy={"base_s": 2.5, "cap_s": 2.5, "jitter": "none"}
+    )
     results: list[Any] = []
     with (
         running_admin(settings, tmp_path) as api,
@@ -166,7 +173,12 @@ def test_a_cancelled_schedule_waiting_wake_up_is_dropped_as_stale(settings, db, 
 
 def test_manual_retry_of_a_retrying_schedule_runs_within_1s(settings, db, dsn, tmp_path):
     add_flag(db, "later")
-    sid = add_schedule(db, "later", {"enabled": True}, retry_policy={"base_s": 60.0, "cap_s": 60.0})
+    sid = add_schedule(
+        db,
+        "later",
+        {"enabled": True},
+        retry_policy={"base_s": 60.0, "cap_s": 60.0, "jitter": "none"},
+    )
     with (
         running_admin(settings, tmp_path) as api,
         api.client("operator") as client,

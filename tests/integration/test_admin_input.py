@@ -157,10 +157,11 @@ def test_a_policy_preview_is_the_workers_timeline(api):
         "2029-12-31T23:00:03Z",
         "2029-12-31T23:00:06Z",
     ]
-    # lock_contention's adjustment (base 0.5 s, cap 30 s) applies where the schedule's own
-    # keys are silent: its base_s 1 wins, the cap rises from the global 3 s to 30 s
+    # lock_contention's adjustment (base 0.5 s, cap 10 s, a 300 s budget) applies where
+    # the schedule's own keys are silent: its base_s 1 and jitter none win, the cap rises
+    # from the global 3 s to 10 s
     assert [a["delay_s"] for a in tuned["attempts"]] == [1.0, 2.0, 4.0]
-    assert tuned["policy"]["cap_s"] == 30.0
+    assert tuned["policy"]["cap_s"] == 10.0
 
 
 _json = st.recursive(

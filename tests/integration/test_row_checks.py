@@ -104,6 +104,12 @@ POLICIES = [
     {"floor_s": -1},
     {"cap_s": 3_000_000},
     {"jitter": "some"},
+    {"max_retry_duration_s": 300, "max_retries": 100},
+    {"max_retry_duration_s": 0},
+    {"max_retry_duration_s": "60"},
+    {"max_retry_duration_s": 3_000_000},
+    {"max_retries": 10_000},
+    {"max_retries": 10_001},
     [1],
 ]
 

@@ -69,7 +69,7 @@ class PolicyOverride(BaseModel, frozen=True, extra="forbid"):
     cap_s: Annotated[_Positive, Strict()] | None = None
     floor_s: Annotated[_Floor, Strict()] | None = None
     jitter: Jitter | None = None
-    max_retry_duration_s: _Positive | None = None
+    max_retry_duration_s: Annotated[_Positive, Strict()] | None = None
 
     @model_validator(mode="after")
     def _consistent_in_itself(self) -> Self:
@@ -91,7 +91,7 @@ class RetryPolicy(BaseModel, frozen=True):
     cap_s: _Positive
     floor_s: _Floor
     jitter: Jitter
-    max_retry_duration_s: _Positive | None = None
+    max_retry_duration_s: Annotated[_Positive, Strict()] | None = None
 
     @model_validator(mode="after")
     def _bounds_below_cap(self) -> Self:
