@@ -220,9 +220,7 @@ def test_default_values_render_every_installed_part() -> None:
     assert r.workload("flagsched-cleanup")["spec"]["replicas"] == 1, "one cleanup runner"
     off = rendering("default", "admin.enabled=false", "notifier.enabled=false")
     assert {part_of(o) for o in off.workloads()} == {"dispatcher", "worker", "setup", "cleanup"}
-    assert not rendering("default", "cleanup.enabled=false").has(
-        "Deployment", "flagsched-cleanup"
-    )
+    assert not rendering("default", "cleanup.enabled=false").has("Deployment", "flagsched-cleanup")
 
 
 @pytest.mark.parametrize("value_set", SETS)
