@@ -24,6 +24,7 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 
+from flagsched.admin.retention import cleanup
 from flagsched.runtime.db.migrate import migrate
 from tests.support.helm import render
 from tests.support.pipeline import (
@@ -46,7 +47,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES_SQL = ROOT / "deploy" / "sql" / "roles.sql"
-PARTS = ("setup", "dispatcher", "worker", "admin")
+PARTS = ("setup", "dispatcher", "worker", "admin", "notifier", "cleanup")
 
 
 def as_role(dsn: str, role: str) -> str:
@@ -139,7 +140,7 @@ def test_each_part_can_do_its_work_and_nothing_more(
     assert migrate(dsn_of["setup"]), "the setup role applies the migrations"
     run_setup_grants(dsn, names, tmp_path)
 
-    for part in ("dispatcher", "worker", "admin"):
+    for part in ("dispatcher", "worker", "admin", "notifier", "cleanup"):
         for statement in DDL:
             assert refused(dsn_of[part], statement), f"{part} may run {statement!r}"
     # Beyond DDL: what a part has no business writing.
@@ -150,6 +151,10 @@ def test_each_part_can_do_its_work_and_nothing_more(
         "the attempt history is the workers' alone"
     )
     assert refused(dsn_of["admin"], "DELETE FROM flag_change_log")
+    assert refused(dsn_of["admin"], "DELETE FROM flag_schedules"), "only the cleanup deletes"
+    assert refused(dsn_of["notifier"], "DELETE FROM flag_schedules")
+    assert refused(dsn_of["cleanup"], "UPDATE feature_flags SET enabled = true")
+    assert refused(dsn_of["cleanup"], "DELETE FROM feature_flags")
     # The setup role is not a superuser either: no new roles.
     assert refused(dsn_of["setup"], "CREATE ROLE intruder")
 
@@ -170,3 +175,12 @@ def test_each_part_can_do_its_work_and_nothing_more(
             "SELECT outcome FROM schedule_retry_attempts WHERE schedule_id = %s", (sid,)
         ).fetchall()
         assert attempts == [{"outcome": "applied"}]
+    # The cleanup, as its own role, deletes the applied schedule with its attempt and
+    # change-log rows (retention 0 days: everything finished).
+    with connect(dsn_of["cleanup"]) as conn:
+        days = dict.fromkeys(("applied", "superseded", "cancelled", "dead"), 0.0)
+        result = cleanup(conn, days)
+    assert (result.schedules, result.attempts, result.change_log) == (1, 1, 1), result
+    with connect(dsn_of["admin"]) as admin:
+        gone = admin.execute("SELECT count(*) AS n FROM flag_schedules WHERE id = %s", (sid,))
+        assert gone.fetchone() == {"n": 0}

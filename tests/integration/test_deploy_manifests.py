@@ -9,10 +9,10 @@ example value files (tests/support/helm.py), and every rendering is checked by
 needed: nothing here is applied. A missing tool skips on a developer machine and fails
 the run when ``CI=true``.
 
-The admin API and the notifier are templated behind ``admin.enabled`` and
-``notifier.enabled`` (off by default): their settings and commands do not exist on
-every branch yet, so the settings and command checks cover them only where the CLI
-knows them (PENDING_PARTS).
+Every part is on by default: the admin API, the notifier and the cleanup (retention)
+too. Each part's variables must be settings of the class that part reads
+(PART_SETTINGS: the runtime settings, plus the admin API's and the notifier's own),
+and parse there.
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from flagsched.admin.settings import AdminSettings, load_admin_settings
 from flagsched.cli import build_parser
 from flagsched.devstack.containers import KAFKA_IMAGE, POSTGRES_IMAGE
+from flagsched.notifier.settings import NotifySettings, load_notify_settings
 from flagsched.runtime.settings import Settings, load_settings
 from flagsched.runtime.telemetry.metrics import Metrics
 from tests.support.helm import VALUE_SETS, helm, kubeconform, render, rendered_text
@@ -56,13 +58,13 @@ FLAGSCHED_SERVICES = ("init", "dispatcher", "worker")
 FROM_CLUSTER = "filled-in-by-kubernetes"
 #: libpq's own variables that the chart sets (the password, from each part's Secret).
 LIBPQ_VARIABLES = frozenset({"PGPASSWORD"})
-#: Parts whose settings (and commands) are not on this branch yet: admin.enabled and
-#: notifier.enabled stay off by default until they are.
-PENDING_PARTS = frozenset(
-    part
-    for part, setting in (("admin", "admin_port"), ("notifier", "notify_config"))
-    if setting not in Settings.model_fields
-)
+#: The variables each part reads beyond the runtime settings (FLAGSCHED_<field>).
+PART_SETTINGS: dict[str, frozenset[str]] = {
+    "admin": frozenset(f"{PREFIX}{f.upper()}" for f in AdminSettings.model_fields),
+    "notifier": frozenset(f"{PREFIX}NOTIFY_{f.upper()}" for f in NotifySettings.model_fields),
+}
+#: The /metrics port of each part that serves one, as the chart's defaults set it.
+METRICS_PORTS = {"worker": 9400, "dispatcher": 9401, "notifier": 9402, "cleanup": 9403}
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
 SETS = list(VALUE_SETS)
 
@@ -205,18 +207,20 @@ def test_every_object_names_itself_and_no_namespace(value_set: str) -> None:
 def test_default_values_render_every_installed_part() -> None:
     r = rendering("default")
     parts = {(o["kind"], part_of(o)) for o in r.workloads()}
-    assert parts == {("Deployment", "dispatcher"), ("StatefulSet", "worker"), ("Job", "setup")}
-    # The admin API and the notifier are off until their parts are installed.
-    values = _yaml().safe_load((CHART / "values.yaml").read_text())
-    assert values["admin"]["enabled"] is False and values["notifier"]["enabled"] is False
-    full = rendering("operator-surface")
-    assert {part_of(o) for o in full.workloads()} == {
-        "dispatcher",
-        "worker",
-        "setup",
-        "admin",
-        "notifier",
+    assert parts == {
+        ("Deployment", "dispatcher"),
+        ("StatefulSet", "worker"),
+        ("Job", "setup"),
+        ("Deployment", "admin"),
+        ("Deployment", "notifier"),
+        ("Deployment", "cleanup"),
     }
+    values = _yaml().safe_load((CHART / "values.yaml").read_text())
+    assert all(values[part]["enabled"] is True for part in ("admin", "notifier", "cleanup"))
+    assert r.workload("flagsched-cleanup")["spec"]["replicas"] == 1, "one cleanup runner"
+    off = rendering("default", "admin.enabled=false", "notifier.enabled=false")
+    assert {part_of(o) for o in off.workloads()} == {"dispatcher", "worker", "setup", "cleanup"}
+    assert not rendering("default", "cleanup.enabled=false").has("Deployment", "flagsched-cleanup")
 
 
 @pytest.mark.parametrize("value_set", SETS)
@@ -225,19 +229,17 @@ def test_settings_are_real_and_parse(value_set: str, monkeypatch: pytest.MonkeyP
     metrics_open = r.has("NetworkPolicy", "flagsched-metrics")
     for part, _pod, container in r.containers():
         env = env_of(container)
-        if part in PENDING_PARTS:
-            continue
-        unknown = sorted(name for name in env if not is_known_variable(name))
+        unknown = sorted(name for name in env if not is_known_variable(name, part))
         assert not unknown, f"{part}: not a setting: {unknown}"
         settings = settings_from(monkeypatch, env)
+        part_settings_from(monkeypatch, part, env)  # raises ConfigError naming a bad one
         assert settings.kafka_bootstrap_servers, part
-        if part != "notifier":
-            assert settings.database_url, part
-            # One role per part, none with a password in the URL.
-            url = urlsplit(settings.require_database_url())
-            assert url.username == f"flagsched_{part}" and url.password is None, part
-            assert env["PGPASSWORD"] == FROM_CLUSTER, part
-        if part in ("worker", "dispatcher"):
+        assert settings.database_url, part
+        # One role per part, none with a password in the URL.
+        url = urlsplit(settings.require_database_url())
+        assert url.username == f"flagsched_{part}" and url.password is None, part
+        assert env["PGPASSWORD"] == FROM_CLUSTER, part
+        if part in METRICS_PORTS:
             expected = "0.0.0.0" if metrics_open else "127.0.0.1"
             assert settings.metrics_addr == expected, f"{part}: /metrics on {expected}"
         if settings.kafka_security_protocol != "PLAINTEXT" and settings.kafka_sasl_mechanism:
@@ -307,8 +309,6 @@ def test_commands_are_real(value_set: str) -> None:
     images = {c["image"] for _, _, c in r.containers()}
     assert len(images) == 1, f"one image for every flagsched container: {images}"
     for part, pod, container in r.containers():
-        if part in PENDING_PARTS:
-            continue
         if "command" in container:  # the entrypoint replaced: a shell script
             assert container["command"] == ["sh", "-c"], part
             assert_setup_script(" ".join(container["args"]), pod, container)
@@ -347,10 +347,12 @@ def free_port() -> int:
 def test_metrics_ports_match_what_the_code_binds(value_set: str) -> None:
     r = rendering(value_set)
     exposed = r.has("NetworkPolicy", "flagsched-metrics")
-    for name in ("flagsched-worker", "flagsched-dispatcher"):
+    for part, default_port in METRICS_PORTS.items():
+        name = f"flagsched-{part}"
         workload = r.workload(name)
         container = only_container(workload)
         port = int(env_of(container)["FLAGSCHED_METRICS_PORT"])
+        assert port == default_port, f"{name}: the port of the convention"
         assert port in dockerfile_exposed_ports(), name
         for probe in ("readinessProbe", "livenessProbe"):
             spec = container[probe]
@@ -364,6 +366,8 @@ def test_metrics_ports_match_what_the_code_binds(value_set: str) -> None:
             declared = {p["name"]: p["containerPort"] for p in container["ports"]}
             assert declared == {"metrics": port}, name
             assert annotations["prometheus.io/port"] == str(port), name
+            if part in ("notifier", "cleanup"):  # scraped by pod annotation: no Service
+                continue
             service_ports = r.named("Service", name)["spec"]["ports"]
             assert [(p["name"], p["port"], p["targetPort"]) for p in service_ports] == [
                 ("metrics", port, "metrics")
@@ -452,7 +456,7 @@ def test_network_policies_open_only_admin_and_metrics(value_set: str) -> None:
                 assert parts == {"admin"}, policy["metadata"]["name"]
                 assert [p["port"] for p in rule["ports"]] == ["http"]
             else:
-                assert parts == {"worker", "dispatcher"}, policy["metadata"]["name"]
+                assert parts == set(METRICS_PORTS), policy["metadata"]["name"]
                 assert rule["from"] == [
                     {
                         "namespaceSelector": {
@@ -873,10 +877,13 @@ def test_dockerignore_keeps_what_the_build_copies():
 # --- shared ----------------------------------------------------------------------------
 
 
-def is_known_variable(name: str) -> bool:
-    """A flagsched setting (FLAGSCHED_<field>), a standard OpenTelemetry variable or one
-    of libpq's that the chart sets (LIBPQ_VARIABLES)."""
+def is_known_variable(name: str, part: str | None = None) -> bool:
+    """A flagsched setting (FLAGSCHED_<field>, or one of ``part``'s own settings:
+    PART_SETTINGS), a standard OpenTelemetry variable or one of libpq's that the chart
+    sets (LIBPQ_VARIABLES)."""
     if name.startswith("OTEL_") or name in LIBPQ_VARIABLES:
+        return True
+    if name in PART_SETTINGS.get(part or "", frozenset()):
         return True
     field = name.removeprefix(PREFIX).lower()
     return name.startswith(PREFIX) and field in Settings.model_fields
@@ -892,6 +899,21 @@ def settings_from(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Setti
         for name, value in env.items():
             patch.setenv(name, value)
         return load_settings()
+
+
+def part_settings_from(monkeypatch: pytest.MonkeyPatch, part: str, env: dict[str, str]) -> None:
+    """The admin API's or the notifier's own settings as that process would read them
+    from exactly ``env`` (a bad value raises ConfigError naming the variable)."""
+    loaders = {"admin": load_admin_settings, "notifier": load_notify_settings}
+    if part not in loaders:
+        return
+    with monkeypatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith(PREFIX):
+                patch.delenv(name)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        loaders[part]()
 
 
 def assert_flagsched_args(args: list[str]) -> None:

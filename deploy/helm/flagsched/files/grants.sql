@@ -4,8 +4,10 @@
 -- ones below, so a right taken away here is taken away on the next upgrade.
 -- The roles themselves are created once by a DBA: deploy/sql/roles.sql.
 -- Rendered by Helm: the role names are database.users.* of the chart's values.
-REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {{ .dispatcher }}, {{ .worker }}, {{ .admin }};
-GRANT USAGE ON SCHEMA public TO {{ .dispatcher }}, {{ .worker }}, {{ .admin }};
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {{ .dispatcher }}, {{ .worker }}, {{ .admin }}, {{ .notifier }},
+    {{ .cleanup }};
+GRANT USAGE ON SCHEMA public TO {{ .dispatcher }}, {{ .worker }}, {{ .admin }}, {{ .notifier }},
+    {{ .cleanup }};
 
 -- The dispatcher claims due rows (FOR UPDATE SKIP LOCKED), marks them dispatched and
 -- reads the backlog for /metrics.
@@ -17,7 +19,25 @@ GRANT SELECT, UPDATE ON feature_flags, flag_schedules TO {{ .worker }};
 GRANT SELECT, INSERT ON schedule_retry_attempts, flag_change_log TO {{ .worker }};
 
 -- The admin API reads everything and writes flags and schedules (create, edit,
--- cancel); the attempt history and the change log stay the workers' alone.
-GRANT SELECT ON feature_flags, flag_schedules, schedule_retry_attempts, flag_change_log
-    TO {{ .admin }};
+-- cancel); it adds an attempt row for a manual retry but never changes one, and the
+-- change log stays the workers' alone. Its own tables: audit (append only), outbox
+-- and idempotency keys (expired ones deleted), redrives, backoff experiments.
+GRANT SELECT ON feature_flags, flag_schedules, schedule_retry_attempts, flag_change_log,
+    notification_messages, notification_deliveries TO {{ .admin }};
 GRANT INSERT, UPDATE ON feature_flags, flag_schedules TO {{ .admin }};
+GRANT INSERT ON schedule_retry_attempts TO {{ .admin }};
+GRANT SELECT, INSERT ON admin_audit TO {{ .admin }};
+GRANT SELECT, INSERT, UPDATE, DELETE ON admin_outbox, admin_idempotency TO {{ .admin }};
+GRANT SELECT, INSERT, UPDATE ON admin_redrives, backoff_experiments TO {{ .admin }};
+
+-- The notifier reads schedules (its messages' details, the retry backlog) and keeps
+-- its own delivery outbox.
+GRANT SELECT ON flag_schedules TO {{ .notifier }};
+GRANT SELECT, INSERT, UPDATE ON notification_messages, notification_deliveries,
+    notification_groups, notification_endpoints TO {{ .notifier }};
+
+-- The cleanup (retention) is the only role that deletes schedules: terminal ones past
+-- their retention, with their attempt and change-log rows. Its batch claims the rows
+-- FOR UPDATE SKIP LOCKED, which needs UPDATE on flag_schedules; it changes none.
+GRANT SELECT, UPDATE, DELETE ON flag_schedules TO {{ .cleanup }};
+GRANT SELECT, DELETE ON schedule_retry_attempts, flag_change_log TO {{ .cleanup }};
