@@ -22,7 +22,15 @@ def test_the_document_describes_the_retry_policy_and_the_problems():
     doc = json.loads(FILE.read_text("utf-8"))
     schemas = doc["components"]["schemas"]
     policy = schemas["PolicyOverride"]["properties"]
-    assert set(policy) == {"max_retries", "base_s", "multiplier", "cap_s", "floor_s", "jitter"}
+    assert set(policy) == {
+        "max_retries",
+        "base_s",
+        "multiplier",
+        "cap_s",
+        "floor_s",
+        "jitter",
+        "max_retry_duration_s",
+    }
     create = schemas["ScheduleCreate"]["properties"]
     assert "per error class" in json.dumps(create["retry_policy"]).lower()
     assert "Problem" in schemas
