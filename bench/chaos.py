@@ -105,6 +105,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="hostile inputs, as a percentage of --schedules (0: a clean run)",
     )
     parser.add_argument(
+        "--forged-open-every",
+        type=float,
+        default=10.0,
+        help="with --hostile-percent: seconds between forged OPEN control events (0: none)",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         default=RESULTS / "chaos.json",
@@ -167,7 +173,11 @@ def run(
     spread_s = args.schedules / args.rate
     faults = plan_faults(spread_s, args.fault_every, own_stack=stack is not None)
     run_id = new_run_id(random.Random(seed))
-    hostile = HostileChaos(settings, args.hostile_percent, seed) if args.hostile_percent else None
+    hostile = (
+        HostileChaos(settings, args.hostile_percent, seed, args.forged_open_every)
+        if args.hostile_percent
+        else None
+    )
     print(
         f"chaos: {args.schedules} schedules due over {spread_s:.0f}s, {len(faults)} faults"
         f" ({', '.join(f.kind for f in faults)}), seed {seed}",

@@ -15,8 +15,8 @@ cheaply:
   workload so it lands in a healthy partition: one naming a victim schedule of another
   flag (poison; the victim applies once by its own record), one with a ``schedule_id``
   of 2^63 or more (poison), one due in the year 2100 (poison at once);
-* forged ``open`` events on the control topic (with CR/LF in ``worker_id``), which must
-  not keep the group paused.
+* forged ``open`` events on the control topic (with CR/LF in ``worker_id``), one every
+  ``open_every_s`` (0: none), which must not keep the group paused.
 
 None of these is in :attr:`Workload.category`: the healthy-schedule checks and the
 lateness figures leave them out, and :meth:`HostileChaos.check` checks that each ended
@@ -70,7 +70,6 @@ EXPECTED: dict[str, tuple[str | None, str | None, str, str]] = {
 _YEAR_2100_MS = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp() * 1000)
 _BAD_KEY = "bad key\r\n\x1b[31mforged"
 _DEEP = '{"config": ' + '{"a": ' * 100 + "1" + "}" * 101
-_OPEN_EVERY_S = 10.0
 
 
 @dataclass
@@ -92,6 +91,7 @@ class HostileChaos:
     settings: Settings
     percent: float
     seed: int = 0
+    open_every_s: float = 10.0
     inputs: list[HostileInput] = field(default_factory=list)
     forged_open: int = 0
     send_errors: list[str] = field(default_factory=list)
@@ -191,13 +191,18 @@ class HostileChaos:
                     key, value, headers = item.record
                     item.sent = self._send(producer, layout.due, key, value, headers)
                     continue
-                if now >= next_open:
-                    next_open = now + _OPEN_EVERY_S
+                if self.open_every_s and now >= next_open:
+                    next_open = now + self.open_every_s
                     self.forged_open += self._send(
                         producer, layout.control, b"breaker", _open_event(), []
                     )
                     continue
-                wake = min([next_open, *(p.send_at for p in planned[:1])])
+                wake = min(
+                    [
+                        next_open if self.open_every_s else now + 1.0,
+                        *(p.send_at for p in planned[:1]),
+                    ]
+                )
                 self._stop.wait(max(0.0, wake - time.time()))  # the forger's own schedule
         finally:
             producer.close(timeout=10)
