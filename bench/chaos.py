@@ -8,6 +8,13 @@ rebalances while tier partitions are held. Afterwards every schedule is accounte
 printed, with the lateness of the healthy schedules per fault kind, and written as JSON
 to ``bench/results/chaos.json``. The exit status is 1 when the ledger has violations.
 
+``--hostile-percent 1`` mixes hostile inputs (bad rows, forged records, forged control
+events; tests/support/chaos_hostile.py) of about 1 % of the workload's size into the
+run, checks that each ended where docs/reliability.md says, writes
+``bench/results/chaos-hostile.json`` and prints the healthy schedules' lateness p99
+next to that of a clean run (``--baseline``, by default the last ``chaos.json``; give
+both runs the same ``--seed`` for the same workload and faults).
+
 Starts its own Kafka + PostgreSQL (a dev stack in a temporary directory, broker jars
 cached under ``~/.cache/flagsched``) unless ``FLAGSCHED_KAFKA_BOOTSTRAP_SERVERS`` and
 ``FLAGSCHED_DATABASE_URL`` are both set; against such external services the broker and
@@ -30,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.chaos import (
+    ALL_HEALTHY,
     BREAKER_OVERRIDES,
     CHAOS_OVERRIDES,
     FAULT_KINDS,
@@ -40,6 +48,7 @@ from tests.support.chaos import (
     run_chaos,
     seed_workload,
 )
+from tests.support.chaos_hostile import HostileChaos
 from tests.support.pipeline import test_settings
 
 from flagsched.admin.topics import create_topics
@@ -51,6 +60,9 @@ from flagsched.runtime.settings import Settings, load_settings
 log = logging.getLogger("bench.chaos")
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+#: The issue-11 target: healthy lateness p99 of a hostile run within this of a clean one.
+HOSTILE_P99_TARGET = 1.2
 #: The order faults are injected in, round after round.
 CYCLE = (
     "worker_kill",
@@ -80,12 +92,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fault-every", type=float, default=8.0, help="seconds between faults")
     parser.add_argument("--outage", type=float, default=3.0, help="broker/database outage (s)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
-    parser.add_argument("--seed", type=int, default=None, help="replay a run's choices")
     parser.add_argument(
-        "--out", type=Path, default=ROOT / "bench" / "results" / "chaos.json", help="JSON file"
+        "--seed",
+        type=int,
+        default=None,
+        help="replay a run's choices (hostile: by default the --baseline run's seed)",
+    )
+    parser.add_argument(
+        "--hostile-percent",
+        type=float,
+        default=0.0,
+        help="hostile inputs, as a percentage of --schedules (0: a clean run)",
+    )
+    parser.add_argument(
+        "--forged-open-every",
+        type=float,
+        default=10.0,
+        help="with --hostile-percent: seconds between forged OPEN control events (0: none)",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=RESULTS / "chaos.json",
+        help="a clean run's JSON to compare a hostile run's lateness with",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON file (default bench/results/chaos.json, chaos-hostile.json when hostile)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log the harness")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not 0 <= args.hostile_percent <= 10:
+        parser.error("--hostile-percent must be between 0 and 10")
+    if args.out is None:
+        args.out = RESULTS / ("chaos-hostile.json" if args.hostile_percent else "chaos.json")
+    return args
 
 
 def plan_faults(spread_s: float, every_s: float, *, own_stack: bool) -> list[PlannedFault]:
@@ -94,6 +137,19 @@ def plan_faults(spread_s: float, every_s: float, *, own_stack: bool) -> list[Pla
     kinds = [k for k in CYCLE if own_stack or k not in NEEDS_OWN_STACK]
     count = max(len(set(kinds)), int(spread_s // every_s))
     return [PlannedFault(2.0 + i * every_s, kinds[i % len(kinds)]) for i in range(count)]
+
+
+def baseline_seed(args: argparse.Namespace) -> int:
+    """A hostile run replays the clean run's seed (the same workload and faults) when
+    ``--baseline`` has one for the same size; otherwise, and for a clean run, a new seed."""
+    if args.hostile_percent:
+        try:
+            clean = json.loads(args.baseline.read_text())
+            if int(clean["args"]["schedules"]) == args.schedules:
+                return int(clean["ledger"]["stats"]["seed"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return random.randrange(2**32)
 
 
 def chaos_settings(endpoints: Endpoints) -> Settings:
@@ -110,13 +166,18 @@ def run(
     args: argparse.Namespace, endpoints: Endpoints, stack: DevStack | None, work: Path
 ) -> Ledger:
     """Migrate, create the topics, run the workload with its faults, check the ledger."""
-    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    seed = args.seed if args.seed is not None else baseline_seed(args)
     migrate(endpoints.database_url)
     settings = chaos_settings(endpoints)
     create_topics(settings, settings.topic_layout())
     spread_s = args.schedules / args.rate
     faults = plan_faults(spread_s, args.fault_every, own_stack=stack is not None)
     run_id = new_run_id(random.Random(seed))
+    hostile = (
+        HostileChaos(settings, args.hostile_percent, seed, args.forged_open_every)
+        if args.hostile_percent
+        else None
+    )
     print(
         f"chaos: {args.schedules} schedules due over {spread_s:.0f}s, {len(faults)} faults"
         f" ({', '.join(f.kind for f in faults)}), seed {seed}",
@@ -136,6 +197,7 @@ def run(
             drain_timeout_s=max(120.0, spread_s),
             canary=True,
             outage_s=args.outage,
+            hostile=hostile,
         )
 
 
@@ -149,6 +211,8 @@ def report(ledger: Ledger, args: argparse.Namespace, *, services: str) -> dict[s
         "schedules": ledger.schedules,
         "faults_by_kind": {k: ledger.faults.get(k, 0) for k in FAULT_KINDS},
         "healthy_lateness_ms_by_fault": ledger.healthy_lateness,
+        "hostile_percent": args.hostile_percent,
+        "hostile": ledger.hostile,
         "applied_once": ledger.applied_once,
         "dead": ledger.dead,
         "superseded": ledger.superseded,
@@ -163,6 +227,29 @@ def report(ledger: Ledger, args: argparse.Namespace, *, services: str) -> dict[s
         "cpus": os.cpu_count(),
         "ledger": ledger.as_dict(),
     }
+
+
+def compare(ledger: Ledger, baseline: Path) -> dict[str, Any]:
+    """The healthy lateness p99 of this (hostile) run next to the clean run's."""
+    p99 = ledger.healthy_lateness.get(ALL_HEALTHY, {}).get("p99")
+    out: dict[str, Any] = {"hostile_p99_ms": p99, "baseline": str(baseline)}
+    try:
+        clean = json.loads(baseline.read_text())
+    except (OSError, ValueError):
+        print(f"chaos: no clean run to compare with at {baseline}")
+        return out
+    clean_p99 = clean.get("healthy_lateness_ms_by_fault", {}).get(ALL_HEALTHY, {}).get("p99")
+    seed = clean.get("ledger", {}).get("stats", {}).get("seed")
+    out |= {"clean_p99_ms": clean_p99, "clean_seed": seed, "clean_schedules": clean["schedules"]}
+    if p99 is not None and clean_p99:
+        out["ratio"] = round(p99 / clean_p99, 2)
+        verdict = "within" if out["ratio"] <= HOSTILE_P99_TARGET else "NOT within"
+        print(
+            f"chaos: healthy lateness p99 {p99:.0f} ms hostile vs {clean_p99:.0f} ms clean"
+            f" ({clean['schedules']} schedules, seed {seed}): {out['ratio']}x,"
+            f" {verdict} the {HOSTILE_P99_TARGET}x target"
+        )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     print(ledger.render())
     print(f"chaos: {time.monotonic() - started:.0f}s in all, including the stack")
     doc = report(ledger, args, services=services)
+    if args.hostile_percent:
+        doc["against_clean"] = compare(ledger, args.baseline)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     print(f"chaos: ledger written to {args.out}")

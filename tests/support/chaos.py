@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
@@ -49,9 +49,11 @@ from kafka.partitioner.default import murmur2
 from flagsched.devstack import DevStack
 from flagsched.runtime.settings import Settings
 from flagsched.schemas import headers as hdr
-from flagsched.schemas.events import ScheduleDue
 from tests.support.chaos_cleanup import CleanupChaos, archived
 from tests.support.pipeline import connect, header_map, settings_env, wait_until
+
+if TYPE_CHECKING:
+    from tests.support.chaos_hostile import HostileChaos
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,8 @@ FAULT_KINDS = ("worker_kill", "worker_restart", "broker_restart", "postgres_outa
 #: fault kind): the longest a worker's partitions may wait for a new owner, and then some.
 FAULT_AFTERMATH_S = 8.0
 FINAL = ("applied", "dead", "superseded", "cancelled")
+#: The key of the lateness summary over every healthy schedule, whatever fault it was due in.
+ALL_HEALTHY = "all healthy"
 #: Settings every chaos run uses on top of the test defaults (short tiers, fast policy).
 CHAOS_OVERRIDES: dict[str, Any] = {"apply_lock_timeout_ms": 100, "max_poll_records": 100}
 #: Breaker settings for runs with a database outage: it opens after two failures.
@@ -110,6 +114,8 @@ class Workload:
     last_due: float = 0.0
     #: schedule id -> attempts that were dead when an operator retried them by hand
     manual_retries: dict[int, list[int]] = field(default_factory=dict)
+    #: ids of hostile rows and forged records (chaos_hostile), checked by their own rules
+    foreign_ids: set[int] = field(default_factory=set)
 
     @property
     def ids(self) -> list[int]:
@@ -853,12 +859,14 @@ def run_chaos(
     canary: bool = False,
     outage_s: float = 3.0,
     cleanup: CleanupChaos | None = None,
+    hostile: HostileChaos | None = None,
 ) -> Ledger:
     """Start the workers, seed the workload (``make_workload``, once the group is up), run
     it with its faults, wait for the drain, and check the ledger.
 
     With ``cleanup``, retention runs every second from the first due time to the end of the
-    drain, and an operator retries dead schedules by hand until the last fault."""
+    drain, and an operator retries dead schedules by hand until the last fault. With
+    ``hostile``, bad rows are seeded with the workload and records forged during the run."""
     started = time.time()
     dsn = settings.require_database_url()
     stats = RunStats(seed=seed, drain_timeout_s=drain_timeout_s)
@@ -875,12 +883,14 @@ def run_chaos(
         if cleanup is not None:
             cleanup.install()
         with connect(dsn) as conn:
-            workload = make_workload(conn)
+            workload = _seed(conn, make_workload, hostile)
         with LockHolder(dsn, workload.locks):
             procs.start("dispatcher")
             procs.supervise()
             if cleanup is not None:
                 cleanup.start(workload.ids)
+            if hostile is not None:
+                hostile.start()
             injector = Injector(
                 settings, workload, procs, devstack, random.Random(seed), outage_s=outage_s
             )
@@ -893,6 +903,7 @@ def run_chaos(
                 cleanup.stop_retries()  # retried rows must end again before the drain ends
             if settle(lambda: count_not_final(dsn, workload.ids) == 0, drain_timeout_s):
                 stats.drain_s = round(time.time() - workload.first_due, 2)
+            _settle_hostile(dsn, hostile)
             if cleanup is not None:
                 cleanup.stop()
                 workload.manual_retries = cleanup.manual_retries
@@ -908,13 +919,35 @@ def run_chaos(
     finally:
         if cleanup is not None:
             cleanup.stop()
+        if hostile is not None:
+            hostile.stop()
         procs.close()
         stats.process_exits = list(procs.exits)
     stats.open_transactions = _last(
         lambda: open_transactions(settings, _ledger_topics(settings)), timeout_s=30.0
     )
     stats.duration_s = round(time.time() - started, 2)
-    return check_ledger(settings, workload, stats)
+    return check_ledger(settings, workload, stats, hostile)
+
+
+def _seed(
+    conn: psycopg.Connection[Any],
+    make_workload: Callable[[psycopg.Connection[Any]], Workload],
+    hostile: HostileChaos | None,
+) -> Workload:
+    workload = make_workload(conn)
+    if hostile is not None:
+        hostile.seed_rows(conn, workload)
+        workload.foreign_ids = hostile.foreign_ids()
+    return workload
+
+
+def _settle_hostile(dsn: str, hostile: HostileChaos | None) -> None:
+    """Stop forging; the hostile rows (not in the workload's drain) end too."""
+    if hostile is not None:
+        hostile.stop()
+        bad_rows = hostile.row_ids
+        settle(lambda: count_not_final(dsn, bad_rows) == 0, 30.0)
 
 
 def _ledger_topics(settings: Settings) -> list[str]:
@@ -969,6 +1002,8 @@ class Ledger:
     #: fault kind (or "no fault") -> first-attempt lateness (ms) of the healthy schedules
     #: due during it (from its start to FAULT_AFTERMATH_S after its end)
     healthy_lateness: dict[str, dict[str, float | int]] = field(default_factory=dict)
+    #: hostile case -> injected, unsent (a broker outage ate it) and as_expected counts
+    hostile: dict[str, dict[str, int]] = field(default_factory=dict)
     stats: RunStats = field(default_factory=RunStats)
     violations: list[str] = field(default_factory=list)
 
@@ -1013,6 +1048,8 @@ class Ledger:
             )
         for category, counts in sorted(self.categories.items()):
             lines.append(f"  {category:<16}  {dict(sorted(counts.items()))}")
+        for case, counts in self.hostile.items():
+            lines.append(f"  hostile {case:<24}  {counts}")
         lines.append(
             "  lateness of healthy schedules (first attempt start - due, ms) by the fault they"
             f" were due in (its start to {FAULT_AFTERMATH_S:.0f}s after its end):"
@@ -1090,7 +1127,8 @@ def _gather(settings: Settings, w: Workload) -> tuple[_Evidence, int, int, dict[
     dead_letters: dict[int, list[tuple[str | None, bytes | None]]] = defaultdict(list)
     dlt = read_topics(settings, [layout.dead_letter])
     for rec in dlt:
-        sid = ScheduleDue.model_validate_json(rec.value).schedule_id
+        # json, not ScheduleDue: a forged record's id may be beyond what the model accepts
+        sid = int(json.loads(rec.value)["schedule_id"])
         dead_letters[sid].append((header_map(rec).get(hdr.DLT_REASON), rec.key))
     events: dict[int, Counter[str]] = defaultdict(Counter)
     lifecycle = read_topics(settings, [layout.lifecycle])
@@ -1106,8 +1144,14 @@ def _gather(settings: Settings, w: Workload) -> tuple[_Evidence, int, int, dict[
     return evidence, len(dlt), len(lifecycle), dict(breaker)
 
 
-def check_ledger(settings: Settings, workload: Workload, stats: RunStats | None = None) -> Ledger:
-    """Account for every schedule of ``workload``; see docs/reliability.md for the rules."""
+def check_ledger(
+    settings: Settings,
+    workload: Workload,
+    stats: RunStats | None = None,
+    hostile: HostileChaos | None = None,
+) -> Ledger:
+    """Account for every schedule of ``workload``, and for each hostile input where the
+    rules say it ends; see docs/reliability.md for the rules."""
     stats = stats or RunStats()
     ev, n_dlt, n_events, breaker = _gather(settings, workload)
     ledger = Ledger(
@@ -1147,9 +1191,12 @@ def check_ledger(settings: Settings, workload: Workload, stats: RunStats | None 
         v += _check_due_order(sid, row, attempts)
         v += _check_attempts(sid, row, attempts, ev.changes.get(sid, []), retried_at)
         v += _check_expected(sid, row, attempts, workload)
-    for sid in sorted(set(ev.dead_letters) - set(workload.ids)):
+    for sid in sorted(set(ev.dead_letters) - set(workload.ids) - workload.foreign_ids):
         v.append(f"dead-letter record for schedule {sid}, which is not in the workload")
     ledger.healthy_lateness = lateness_by_fault(workload, ev.rows, ev.attempts, stats.faults)
+    if hostile is not None:
+        ledger.hostile, hostile_violations = hostile.check(settings.require_database_url())
+        v += hostile_violations
     extra, flag_violations = _check_flags(workload, ev)
     ledger.double_applied += extra
     v += flag_violations
@@ -1186,7 +1233,11 @@ def lateness_by_fault(
                 kind = k
         by_kind[kind].append(float(first["lateness_ms"]))
     order = ["no fault", *FAULT_KINDS]
-    return {k: _summary(by_kind[k]) for k in order if by_kind.get(k)}
+    out = {k: _summary(by_kind[k]) for k in order if by_kind.get(k)}
+    every = [v for k in order for v in by_kind.get(k, [])]
+    if every:
+        out[ALL_HEALTHY] = _summary(every)  # the figure a hostile run is compared on
+    return out
 
 
 def _summary(values: list[float]) -> dict[str, float | int]:
