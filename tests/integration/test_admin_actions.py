@@ -158,6 +158,9 @@ def test_a_cancelled_schedule_waiting_wake_up_is_dropped_as_stale(settings, db, 
     ):
         _fail_first_attempt(db, dsn, "stale", sid)
         wait_until(lambda: status_is(db, sid, "retrying"), what="retrying")
+        # The row says retrying once the worker's database transaction commits; its
+        # retry_scheduled event commits with its Kafka transaction just after.
+        _lifecycle(settings, expect=1)
         assert client.post(f"/api/admin/flags/stale/schedules/{sid}/cancel").status_code == 200
         # The wake-up of attempt 2 comes due 2.5 s after the failure: the worker drops it.
         wait_until(
