@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flagsched.consumer.field_order import Superseded, fields_to_apply, stamped
+from flagsched.schemas.field_order import Superseded, fields_to_apply, stamped
 
 T0 = datetime(2026, 11, 28, 0, 0, tzinfo=UTC)
 

@@ -30,9 +30,6 @@ from flagsched.consumer.bookkeeping import (
 )
 from flagsched.consumer.classify import settle
 from flagsched.consumer.decode import Delivery
-from flagsched.consumer.field_order import Superseded as Superseded
-from flagsched.consumer.field_order import fields_to_apply as fields_to_apply
-from flagsched.consumer.field_order import stamped as stamped
 from flagsched.consumer.flag_write import STATE as STATE
 from flagsched.consumer.flag_write import state_json, write_flags
 from flagsched.consumer.jsonb import Unreadable
@@ -40,6 +37,9 @@ from flagsched.consumer.outcome import AttemptResult, Outcome
 from flagsched.runtime.errors import FlagLocked, FlagNotFound, FlagschedError, InvalidUpdate
 from flagsched.schemas.error_classes import ErrorClass
 from flagsched.schemas.events import to_epoch_ms
+from flagsched.schemas.field_order import Superseded as Superseded
+from flagsched.schemas.field_order import fields_to_apply as fields_to_apply
+from flagsched.schemas.field_order import stamped as stamped
 from flagsched.schemas.headers import DeadLetterReason
 from flagsched.schemas.updates import FlagUpdate
 

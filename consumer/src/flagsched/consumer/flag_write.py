@@ -15,8 +15,10 @@ from typing import Any
 
 import psycopg
 
+from flagsched.schemas.field_order import FIELDS
+
 #: The flag columns a schedule may change, as they appear in the change log.
-STATE = ("enabled", "rollout_percentage", "config")
+STATE = FIELDS
 
 Row = dict[str, Any]
 #: One change-log entry: (flag key, schedule id, attempt, new version, before, after),

@@ -1,5 +1,6 @@
 """Per-field ordering: which fields of a flag a late schedule may still set. Pure: rows in,
-decisions out; no database, no Kafka.
+decisions out; no database, no Kafka. The worker decides with it; the admin API predicts
+with it (a manual retry or a redrive that would be superseded), so both agree.
 
 A schedule's place is ``(scheduled_at, id)``, its *stamp*. Each field of a flag remembers
 the stamp of the schedule that set it last (``feature_flags.field_stamps``): a schedule
@@ -21,8 +22,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from flagsched.consumer.flag_write import STATE
 from flagsched.schemas.events import to_epoch_us
+
+#: The flag fields a schedule may set, each with its stamp in ``field_stamps``.
+FIELDS = ("enabled", "rollout_percentage", "config")
 
 Row = dict[str, Any]
 Stamp = tuple[int, int]  # (scheduled_at in epoch microseconds, schedule id)
@@ -50,7 +53,7 @@ def _stamps(flag: Row) -> dict[str, Stamp]:
     if flag["last_scheduled_at"] is None:
         return {}
     legacy = _stamp(flag["last_scheduled_at"], flag["last_schedule_id"])
-    return dict.fromkeys(STATE, legacy)
+    return dict.fromkeys(FIELDS, legacy)
 
 
 def fields_to_apply(flag: Row, row: Row, update: dict[str, Any]) -> dict[str, Any]:
