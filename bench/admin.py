@@ -1,10 +1,12 @@
 """8. The admin API: list and detail latency over a large history, and create throughput.
 
-Fills one database with ``admin_schedules`` schedules over 1,000 flags and five attempt
-rows each (1,000,000 and 5,000,000 in the full suite), serves the API in this process on
-a free port (uvicorn, as ``flagsched admin serve``), and measures over HTTP: list pages
-(unfiltered, by status, by flag, by prefix, the next page by cursor), schedule details
-(the row, its attempts and its plan), and creates per second from four clients.
+Fills one database with N schedules over 1,000 flags and five attempt rows each
+(1,000,000 and ~5,000,000 in the full suite; ``bench/admin_fill.py`` loads them in
+minutes), serves the API in this process on a free port (uvicorn, as ``flagsched admin
+serve``), and measures over HTTP: list pages of each kind in :data:`LISTS` (p99 per kind
+and over all), schedule details (the row, its attempts and its plan), and creates per
+second from four clients. The EXPLAIN (ANALYZE, BUFFERS) of each list's SQL is written
+to ``bench/results/raw/admin/explain.txt``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psycopg
 
+from bench.admin_fill import fill
 from bench.harness import world
 from bench.suite import Context, Result
 from flagsched.admin.api.server import AdminServer
@@ -26,28 +31,17 @@ from flagsched.admin.settings import AdminSettings
 
 NAME = "admin"
 
-_FILL = """
-INSERT INTO feature_flags (key) SELECT 'flag-' || g FROM generate_series(0, 999) g;
-INSERT INTO flag_schedules (flag_key, updates, scheduled_at, status, retry_count,
-                            finished_at, finished_attempt, last_error_class)
-SELECT 'flag-' || (g %% 1000), '{"enabled": true}',
-       now() - make_interval(secs => g), s.status, 4,
-       CASE WHEN s.status IN ('applied', 'dead') THEN now() END,
-       CASE WHEN s.status IN ('applied', 'dead') THEN 5 END,
-       CASE WHEN s.status <> 'applied' THEN 'lock_contention' END
-  FROM generate_series(1, %(n)s) g,
-       LATERAL (SELECT CASE WHEN g %% 100 = 0 THEN 'dead' WHEN g %% 100 = 1 THEN 'retrying'
-                            ELSE 'applied' END AS status) s;
-UPDATE flag_schedules SET next_retry_at = now() + interval '1 hour' WHERE status = 'retrying';
-INSERT INTO schedule_retry_attempts (schedule_id, attempt, started_at, finished_at, due_at,
-                                     lateness_ms, outcome, error_class, worker)
-SELECT s.id, a, s.scheduled_at, s.scheduled_at, s.scheduled_at, 5.0,
-       CASE WHEN a < 5 THEN 'retry' WHEN s.status = 'dead' THEN 'dead' ELSE 'applied' END,
-       CASE WHEN a < 5 OR s.status = 'dead' THEN 'lock_contention' END, 'bench'
-  FROM flag_schedules s, generate_series(1, 5) a
- WHERE s.status <> 'retrying' OR a < 5;
-ANALYZE;
-"""
+#: The list pages measured, by name: (query parameters, SQL the service runs for it,
+#: for the EXPLAIN written to the raw directory). ``{cursor}`` is the first page's.
+LISTS: dict[str, dict[str, object]] = {
+    "unfiltered": {"limit": 50},
+    "status retrying": {"limit": 50, "status": "retrying"},
+    "status dead, newest first": {"limit": 50, "status": "dead", "sort": "-scheduled_at"},
+    "next page by cursor": {"limit": 50, "cursor": "{cursor}"},
+    "one flag": {"limit": 50, "flag_key": "flag-{flag}"},
+    "flag prefix": {"limit": 50, "flag_prefix": "flag-99"},
+    "error class": {"limit": 50, "error_class": "lock_contention"},
+}
 
 
 def _p99_ms(samples: list[float]) -> float:
@@ -61,20 +55,19 @@ def run(ctx: Context) -> Result:
     n = int(ctx.sizes.pick(1_000_000, 20_000))
     requests = int(ctx.sizes.pick(300, 100))
     with world(ctx.services, NAME, ctx.raw_dir) as w, tempfile.TemporaryDirectory() as tmp:
-        began = time.monotonic()
         with w.connect() as conn:
-            for statement in filter(str.strip, _FILL.split(";")):
-                # only the schedules' insert has a parameter (psycopg: one per statement)
-                has_n = "%(n)s" in statement
-                conn.execute(
-                    statement if has_n else statement.replace("%%", "%"),
-                    {"n": n} if has_n else None,
-                )
-            attempts = conn.execute("SELECT count(*) FROM schedule_retry_attempts").fetchone()
+            filled = fill(conn, n)
+        steps = ", ".join(f"{k} {v:.0f}s" for k, v in filled.seconds.items())
         res.notes.append(
-            f"{n:,} schedules, {attempts[0] if attempts else 0:,} attempt rows, filled in"
-            f" {time.monotonic() - began:.0f}s"
+            f"{filled.schedules:,} schedules, {filled.attempts:,} attempt rows, filled in"
+            f" {sum(filled.seconds.values()):.0f}s ({steps}; triggers"
+            f" {'skipped' if filled.triggers_skipped else 'fired'})"
         )
+        res.details["fill"] = {
+            "schedules": filled.schedules,
+            "attempts": filled.attempts,
+            "seconds": filled.seconds,
+        }
         tokens = Path(tmp) / "tokens.json"
         token = create_token(tokens, "admin", name="bench")
         server = AdminServer(
@@ -83,37 +76,75 @@ def run(ctx: Context) -> Result:
         server.start()
         try:
             headers = {"Authorization": f"Bearer {token}"}
-            with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
-                rng = random.Random(7)
-                lists, details = [], []
-                first = client.get("/api/admin/schedules", params={"limit": 50}).json()
-                queries: list[dict[str, object]] = [
-                    {"limit": 50},
-                    {"limit": 50, "status": "retrying"},
-                    {"limit": 50, "status": "dead", "sort": "-scheduled_at"},
-                    {"limit": 50, "cursor": first["next_cursor"]},
-                ]
-                for i in range(requests):
-                    q: dict[str, object] = dict(queries[i % len(queries)])
-                    if i % 5 == 4:
-                        q = {"limit": 50, "flag_key": f"flag-{rng.randrange(1000)}"}
-                    t0 = time.perf_counter()
-                    got = client.get("/api/admin/schedules", params=q)  # type: ignore[arg-type]
-                    assert got.status_code == 200
-                    lists.append(time.perf_counter() - t0)
-                for _ in range(requests):
-                    sid = rng.randrange(1, n + 1)
-                    path = f"/api/admin/flags/flag-{sid % 1000}/schedules/{sid}"
-                    t0 = time.perf_counter()
-                    assert client.get(path).status_code == 200
-                    details.append(time.perf_counter() - t0)
-            res.row("list p99 (50 per page)", _p99_ms(lists), "ms", note=f"{requests} requests")
-            res.row("detail p99 (row, attempts, plan)", _p99_ms(details), "ms")
+            with httpx.Client(base_url=server.url, headers=headers, timeout=60) as client:
+                lists, details = _reads(client, n, requests)
+            for name, samples in lists.items():
+                res.row(f"list p99: {name}", _p99_ms(samples), "ms", note=f"{len(samples)} pages")
+            every = [t for samples in lists.values() for t in samples]
+            res.row("list p99 (50 per page), every kind", _p99_ms(every), "ms")
+            res.row(
+                "detail p99 (row, attempts, plan)",
+                _p99_ms(details),
+                "ms",
+                note=f"{len(details)} requests",
+            )
             res.row("create throughput, 4 clients", _creates(server.url, headers, ctx), "/s")
+            with w.connect() as conn:
+                _explain(conn, ctx.raw_dir / NAME / "explain.txt")
         finally:
             server.stop()
     res.notes.append("API in the benchmark process; the machine may be shared.")
     return res
+
+
+def _reads(
+    client: httpx.Client, n: int, requests: int
+) -> tuple[dict[str, list[float]], list[float]]:
+    rng = random.Random(7)
+    first = client.get("/api/admin/schedules", params={"limit": 50}).json()
+    lists: dict[str, list[float]] = {name: [] for name in LISTS}
+    per_kind = max(10, requests // len(LISTS))
+    for i in range(per_kind * len(LISTS)):
+        name = list(LISTS)[i % len(LISTS)]
+        q = {
+            k: str(v).format(cursor=first["next_cursor"], flag=rng.randrange(1000))
+            for k, v in LISTS[name].items()
+        }
+        t0 = time.perf_counter()
+        got = client.get("/api/admin/schedules", params=q)
+        assert got.status_code == 200, got.text
+        lists[name].append(time.perf_counter() - t0)
+    details = []
+    for _ in range(requests):
+        sid = rng.randrange(1, n + 1)
+        path = f"/api/admin/flags/flag-{sid % 1000}/schedules/{sid}"
+        t0 = time.perf_counter()
+        assert client.get(path).status_code == 200
+        details.append(time.perf_counter() - t0)
+    return lists, details
+
+
+def _explain(conn: psycopg.Connection[Any], path: Path) -> None:
+    """EXPLAIN (ANALYZE, BUFFERS) of the SQL behind each list kind, for the record."""
+    from flagsched.admin.service.access import Actor
+    from flagsched.admin.service.schedules_read import ScheduleFilter, list_sql
+
+    actor = Actor(name="bench", role="admin")
+    filters = {
+        "unfiltered": (ScheduleFilter(), "scheduled_at"),
+        "status retrying": (ScheduleFilter(status=["retrying"]), "scheduled_at"),
+        "status dead, newest first": (ScheduleFilter(status=["dead"]), "-scheduled_at"),
+        "one flag": (ScheduleFilter(flag_key="flag-7"), "scheduled_at"),
+        "flag prefix": (ScheduleFilter(flag_prefix="flag-99"), "scheduled_at"),
+        "error class": (ScheduleFilter(error_class="lock_contention"), "scheduled_at"),
+    }
+    out = []
+    for name, (f, sort) in filters.items():
+        sql, params = list_sql(actor, f, sort=sort, cursor=None, limit=51)
+        plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params).fetchall()
+        out += [f"-- {name}", sql, *(r[0] for r in plan), ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(out))
 
 
 def _creates(url: str, headers: dict[str, str], ctx: Context) -> float:

@@ -77,16 +77,10 @@ def _where(f: ScheduleFilter, actor: Actor) -> tuple[list[str], list[Any]]:
     return where, params
 
 
-def list_schedules(
-    conn: DictConnection,
-    actor: Actor,
-    f: ScheduleFilter,
-    *,
-    sort: str = "scheduled_at",
-    limit: int = 50,
-    cursor: str | None = None,
-) -> Page:
-    """One page of schedules matching ``f``, in ``sort`` order (keyset pagination)."""
+def list_sql(
+    actor: Actor, f: ScheduleFilter, *, sort: str, cursor: str | None, limit: int
+) -> tuple[str, list[Any]]:
+    """The SQL of one page of :func:`list_schedules` (``limit`` rows) and its parameters."""
     if sort not in SORTS:
         raise InvalidInput("sort", f"one of {', '.join(SORTS)}")
     column, desc = sort.lstrip("-"), sort.startswith("-")
@@ -110,7 +104,22 @@ def list_schedules(
         + (f" WHERE {' AND '.join(where)}" if where else "")
         + f" ORDER BY {order} LIMIT %s"
     )
-    rows = conn.execute(sql, (*params, limit + 1)).fetchall()
+    return sql, [*params, limit]
+
+
+def list_schedules(
+    conn: DictConnection,
+    actor: Actor,
+    f: ScheduleFilter,
+    *,
+    sort: str = "scheduled_at",
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page:
+    """One page of schedules matching ``f``, in ``sort`` order (keyset pagination)."""
+    sql, params = list_sql(actor, f, sort=sort, cursor=cursor, limit=limit + 1)
+    rows = conn.execute(sql, params).fetchall()
+    column = sort.lstrip("-")
     items = [to_schedule(r) for r in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
