@@ -41,6 +41,9 @@ MATRIX: list[tuple[str, str, Any, str]] = [
     ("GET", "/api/admin/redrives/999", None, "viewer"),
     ("GET", "/api/admin/stats", None, "viewer"),
     ("GET", "/api/admin/audit", None, "viewer"),
+    ("GET", "/api/admin/notifications", None, "viewer"),
+    ("GET", "/api/admin/experiments", None, "viewer"),
+    ("GET", "/api/admin/experiments/none/report", None, "viewer"),
 ]
 RANK = {"viewer": 1, "operator": 2, "admin": 3}
 
@@ -50,6 +53,7 @@ def _template(path: str) -> str:
         path.replace("/flags/f/", "/flags/{flagKey}/")
         .replace("/999", "/{scheduleId}")
         .replace("redrives/{scheduleId}", "redrives/{redriveId}")
+        .replace("experiments/none/", "experiments/{name}/")
     )
 
 

@@ -1,28 +1,28 @@
 """``flagsched notify deliveries``: what the notifier sent, is retrying or dropped.
 
 Reads ``notification_deliveries`` and ``notification_messages`` (migration 0008) like
-any other client: the operator surface never imports the notifier. This is what a
-``GET /api/admin/notifications`` returns, once there is an admin HTTP API.
+any other client: the operator surface never imports the notifier. The same query
+serves ``GET /api/admin/notifications`` (service/notifications.py).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-_RECENT = """
+_SELECT = """
 SELECT d.event_key, d.sink, d.rule, d.kind, d.schedule_id, d.status, d.attempts,
        d.response_code, d.next_attempt_at, d.created_at, d.updated_at,
        m.id AS message_id, m.dedup_key, m.last_error
   FROM notification_deliveries d
   LEFT JOIN notification_messages m ON m.id = d.message_id
- WHERE (%(status)s::text IS NULL OR d.status = %(status)s)
-   AND (%(sink)s::text IS NULL OR d.sink = %(sink)s)
- ORDER BY d.updated_at DESC, d.event_key
- LIMIT %(limit)s
 """
+
+#: The statuses a delivery can have (the CHECK of migration 0008).
+STATUSES = ("pending", "queued", "retrying", "sent", "failed", "suppressed", "dropped", "disabled")
 
 
 @dataclass(frozen=True)
@@ -45,15 +45,56 @@ class Delivery:
     last_error: str | None
 
 
-def recent_deliveries(
-    conn: Any, *, status: str | None = None, sink: str | None = None, limit: int = 50
+def select_deliveries(
+    conn: Any,
+    *,
+    statuses: Sequence[str] = (),
+    sink: str | None = None,
+    rule: str | None = None,
+    kind: str | None = None,
+    schedule_id: int | None = None,
+    updated_after: datetime | None = None,
+    updated_before: datetime | None = None,
+    after: tuple[datetime, str, str] | None = None,
+    limit: int = 50,
 ) -> list[Delivery]:
-    """The latest deliveries, newest first, optionally of one status or sink."""
-    rows = conn.execute(_RECENT, {"status": status, "sink": sink, "limit": limit}).fetchall()
+    """Deliveries newest first (``updated_at``, then ``event_key`` and ``sink``, all
+    descending: a total order, so ``after``, the key of the last row of a page, continues
+    it); every argument given narrows the selection."""
+    where: list[str] = []
+    params: list[Any] = []
+    for clause, value in (
+        ("d.status = ANY(%s)", list(statuses) or None),
+        ("d.sink = %s", sink),
+        ("d.rule = %s", rule),
+        ("d.kind = %s", kind),
+        ("d.schedule_id = %s", schedule_id),
+        ("d.updated_at >= %s", updated_after),
+        ("d.updated_at < %s", updated_before),
+    ):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    if after is not None:
+        where.append("(d.updated_at, d.event_key, d.sink) < (%s, %s, %s)")
+        params += list(after)
+    sql = (
+        _SELECT
+        + (f" WHERE {' AND '.join(where)}" if where else "")
+        + " ORDER BY d.updated_at DESC, d.event_key DESC, d.sink DESC LIMIT %s"
+    )
+    rows = conn.execute(sql, (*params, limit)).fetchall()
     return [
         Delivery(**{**row, "message_id": str(row["message_id"]) if row["message_id"] else None})
         for row in rows
     ]
+
+
+def recent_deliveries(
+    conn: Any, *, status: str | None = None, sink: str | None = None, limit: int = 50
+) -> list[Delivery]:
+    """The latest deliveries, newest first, optionally of one status or sink."""
+    return select_deliveries(conn, statuses=[status] if status else [], sink=sink, limit=limit)
 
 
 def render_deliveries(rows: list[Delivery], *, as_json: bool = False) -> str:

@@ -11,7 +11,14 @@ from fastapi import FastAPI
 from flagsched.admin.api import problems
 from flagsched.admin.api.auth import Authenticator
 from flagsched.admin.api.middleware import RequestGuard
-from flagsched.admin.api.routes import dead_letters, ops, policies, schedules
+from flagsched.admin.api.routes import (
+    dead_letters,
+    experiments,
+    notifications,
+    ops,
+    policies,
+    schedules,
+)
 from flagsched.admin.service.core import AdminService
 from flagsched.admin.settings import AdminSettings
 
@@ -45,7 +52,7 @@ def create_app(
     app.state.authenticator = Authenticator(settings)
     app.state.kafka_ready = kafka_ready
     problems.install(app)
-    for module in (schedules, policies, dead_letters, ops):
+    for module in (schedules, policies, dead_letters, ops, notifications, experiments):
         app.include_router(module.router)
     app.add_middleware(RequestGuard, max_body_bytes=settings.admin_max_body_bytes)
     return app

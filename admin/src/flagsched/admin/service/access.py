@@ -20,6 +20,8 @@ ACTIONS = MappingProxyType(
         "redrives.read": "viewer",
         "stats.read": "viewer",
         "audit.read": "viewer",
+        "notifications.read": "viewer",
+        "experiments.read": "viewer",
         "schedules.create": "operator",
         "schedules.edit": "operator",
         "schedules.cancel": "operator",

@@ -20,6 +20,8 @@ from psycopg_pool import ConnectionPool
 from flagsched.admin.service import (
     audit,
     dead_letters,
+    experiment_reports,
+    notifications,
     poison,
     redrives,
     schedules_read,
@@ -44,6 +46,12 @@ from flagsched.admin.service.models import (
     ScheduleEdit,
 )
 from flagsched.admin.service.mutation import Outcome, request_hash, run
+from flagsched.admin.service.notifications import NotificationFilter
+from flagsched.admin.service.report_models import (
+    ExperimentPage,
+    ExperimentReport,
+    NotificationPage,
+)
 from flagsched.admin.service.schedules_read import ScheduleFilter
 from flagsched.admin.stats import failure_stats
 from flagsched.runtime.db.connect import DictConnection
@@ -228,6 +236,27 @@ class AdminService:
         """The audit trail, newest first."""
         with self.connection() as conn:
             return audit.list_audit(conn, **filters)
+
+    def notifications(
+        self, f: NotificationFilter, *, limit: int, cursor: str | None
+    ) -> NotificationPage:
+        """One page of the notifier's deliveries, newest first."""
+        with self.connection() as conn:
+            return notifications.list_notifications(conn, f, limit=limit, cursor=cursor)
+
+    def experiments(
+        self, *, running: bool | None, limit: int, cursor: str | None
+    ) -> ExperimentPage:
+        """One page of backoff experiments, newest first."""
+        with self.connection() as conn:
+            return experiment_reports.list_experiments(
+                conn, running=running, limit=limit, cursor=cursor
+            )
+
+    def experiment_report(self, name: str, *, resamples: int, seed: int) -> ExperimentReport:
+        """What ``flagsched stats --experiment NAME`` shows."""
+        with self.connection() as conn:
+            return experiment_reports.report(conn, name, resamples=resamples, seed=seed)
 
     def database_ready(self) -> bool:
         """Whether a query succeeds now."""
