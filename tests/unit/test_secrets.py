@@ -117,3 +117,66 @@ def test_connect_refuses_an_unparsable_dsn_without_quoting_it():
         connect("postgresql://app:Pw9 spaced Zq@db/flags")
     assert "Pw9" not in str(caught.value)
     assert caught.value.__cause__ is None
+
+
+# A value that looks like a credential, put where it fails validation.
+LEAK = "Pw9-hunter2-s3cr3t-Zq"
+
+
+def _all_text(exc: BaseException) -> str:
+    """Everything a log or traceback could show of ``exc``, its chain included."""
+    import traceback
+
+    return "".join(traceback.format_exception(exc))
+
+
+@pytest.mark.parametrize(
+    ("env", "loader"),
+    [
+        ("FLAGSCHED_ADMIN_PORT", "admin"),
+        ("FLAGSCHED_ADMIN_OIDC_LEEWAY_S", "admin"),
+        ("FLAGSCHED_ADMIN_OIDC_ALGORITHMS", "admin"),
+        ("FLAGSCHED_NOTIFY_HTTP_TIMEOUT_S", "notify"),
+        ("FLAGSCHED_NOTIFY_ALLOW_INSECURE", "notify"),
+        ("FLAGSCHED_NOTIFY_MAX_ATTEMPTS", "notify"),
+    ],
+)
+def test_a_bad_value_is_named_by_its_setting_and_never_echoed(monkeypatch, env, loader):
+    from flagsched.admin.settings import load_admin_settings
+    from flagsched.notifier.settings import load_notify_settings
+
+    monkeypatch.setenv(env, LEAK)
+    load = load_admin_settings if loader == "admin" else load_notify_settings
+    with pytest.raises(ConfigError) as caught:
+        load()
+    assert env in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert LEAK not in _all_text(caught.value)
+
+
+def test_a_bad_rules_file_names_the_key_and_never_echoes_a_secret(tmp_path):
+    from flagsched.notifier.config import load_config, parse_config
+
+    with pytest.raises(ConfigError) as caught:  # a secret that fails its own validator
+        parse_config(
+            {
+                "sinks": {
+                    "hook": {"type": "webhook", "url": "https://h.example/x", "secrets": [LEAK]}
+                },
+                "rules": [],
+            }
+        )
+    assert "sinks.hook" in str(caught.value)
+    assert LEAK not in _all_text(caught.value)
+    broken = {
+        "notify.yaml": f"sinks:\n  slack: {{type: slack, url: https://x.example/{LEAK}: x}}\n",
+        "notify.toml": f'[sinks.pd]\ntype = "pagerduty"\nrouting_key = "{LEAK}\n',
+    }
+    for name, text in broken.items():
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        message = str(caught.value)
+        assert "not valid" in message and "at line " in message, message
+        assert LEAK not in _all_text(caught.value), name

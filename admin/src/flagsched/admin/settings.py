@@ -3,11 +3,12 @@ environment variables; units are in the names and a bad value names its variable
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from flagsched.runtime.errors import ConfigError
 
@@ -66,9 +67,17 @@ def load_admin_settings(**overrides: Any) -> AdminSettings:
     """Build admin settings from the environment; a bad value raises ConfigError naming it."""
     try:
         return AdminSettings(**overrides)
+    except SettingsError as exc:
+        # A list setting that is not JSON: pydantic-settings names the field only, and
+        # chains the decoder's error.
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = f"FLAGSCHED_{found[1].upper()}" if found else "a list setting"
+        raise ConfigError(f"invalid configuration: {name}: not valid JSON") from None
     except ValidationError as exc:
         parts = [
             f"FLAGSCHED_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
             for e in exc.errors()
         ]
-        raise ConfigError("invalid configuration: " + "; ".join(parts)) from exc
+        # Not chained: pydantic's own text quotes each input, and an input may be a secret
+        # (a URL with credentials, a key pasted into the wrong variable).
+        raise ConfigError("invalid configuration: " + "; ".join(parts)) from None

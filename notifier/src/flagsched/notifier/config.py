@@ -214,7 +214,21 @@ def parse_config(data: Any, *, origin: str = "FLAGSCHED_NOTIFY_CONFIG") -> Notif
             loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
             msg = err["msg"].removeprefix("Value error, ")
             parts.append(f"{loc}: {msg}" if loc else msg)
-        raise ConfigError(f"{origin}: " + "; ".join(parts)) from exc
+        # Not chained: pydantic's own text quotes each input, and the rules file holds
+        # the sinks' secrets (webhook URLs, routing keys, signing secrets).
+        raise ConfigError(f"{origin}: " + "; ".join(parts)) from None
+
+
+def _where(exc: Exception) -> str:
+    """The line and column of a YAML or TOML syntax error, never the text there."""
+    mark = getattr(exc, "problem_mark", None)  # PyYAML
+    if mark is not None:
+        return f" at line {mark.line + 1}, column {mark.column + 1}"
+    line, column = getattr(exc, "lineno", None), getattr(exc, "colno", None)  # tomllib 3.14+
+    if line is not None:
+        return f" at line {line}, column {column}"
+    found = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))  # tomllib's message
+    return f" at line {found[1]}, column {found[2]}" if found else ""
 
 
 def load_config(path: Path) -> NotifyConfig:
@@ -232,5 +246,6 @@ def load_config(path: Path) -> NotifyConfig:
         else:
             data = yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{origin}: not valid {path.suffix[1:].upper()}: {exc}") from exc
+        # Where, not what: a parser's message may quote the offending line, a secret's.
+        raise ConfigError(f"{origin}: not valid {path.suffix[1:].upper()}{_where(exc)}") from None
     return parse_config(data, origin=origin)

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from flagsched.runtime.errors import ConfigError
 from flagsched.schemas.retry.policy import MAX_DELAY_S, Jitter, RetryPolicy
@@ -54,9 +55,17 @@ def load_notify_settings(**overrides: Any) -> NotifySettings:
     """From the environment; a bad value is a ConfigError naming the variable."""
     try:
         return NotifySettings(**overrides)
+    except SettingsError as exc:
+        # A list setting that is not JSON: pydantic-settings names the field only, and
+        # chains the decoder's error.
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = f"FLAGSCHED_NOTIFY_{found[1].upper()}" if found else "a list setting"
+        raise ConfigError(f"invalid configuration: {name}: not valid JSON") from None
     except ValidationError as exc:
         parts = [
             f"FLAGSCHED_NOTIFY_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
             for e in exc.errors()
         ]
-        raise ConfigError("invalid configuration: " + "; ".join(parts)) from exc
+        # Not chained: pydantic's own text quotes each input, and an input may be a secret
+        # (a URL with credentials, a key pasted into the wrong variable).
+        raise ConfigError("invalid configuration: " + "; ".join(parts)) from None
