@@ -35,12 +35,15 @@ NAME = "admin"
 #: for the EXPLAIN written to the raw directory). ``{cursor}`` is the first page's.
 LISTS: dict[str, dict[str, object]] = {
     "unfiltered": {"limit": 50},
-    "status retrying": {"limit": 50, "status": "retrying"},
+    "status retrying (the newest 1 %)": {"limit": 50, "status": "retrying"},
     "status dead, newest first": {"limit": 50, "status": "dead", "sort": "-scheduled_at"},
     "next page by cursor": {"limit": 50, "cursor": "{cursor}"},
     "one flag": {"limit": 50, "flag_key": "flag-{flag}"},
     "flag prefix": {"limit": 50, "flag_prefix": "flag-99"},
     "error class": {"limit": 50, "error_class": "lock_contention"},
+    "status cancelled (the 100 newest)": {"limit": 50, "status": "cancelled"},
+    "rare error class": {"limit": 50, "error_class": "deadlock"},
+    "sorted by created_at": {"limit": 50, "sort": "-created_at"},
 }
 
 
@@ -132,11 +135,17 @@ def _explain(conn: psycopg.Connection[Any], path: Path) -> None:
     actor = Actor(name="bench", role="admin")
     filters = {
         "unfiltered": (ScheduleFilter(), "scheduled_at"),
-        "status retrying": (ScheduleFilter(status=["retrying"]), "scheduled_at"),
+        "status retrying (the newest 1 %)": (ScheduleFilter(status=["retrying"]), "scheduled_at"),
         "status dead, newest first": (ScheduleFilter(status=["dead"]), "-scheduled_at"),
         "one flag": (ScheduleFilter(flag_key="flag-7"), "scheduled_at"),
         "flag prefix": (ScheduleFilter(flag_prefix="flag-99"), "scheduled_at"),
         "error class": (ScheduleFilter(error_class="lock_contention"), "scheduled_at"),
+        "status cancelled (the 100 newest)": (
+            ScheduleFilter(status=["cancelled"]),
+            "scheduled_at",
+        ),
+        "rare error class": (ScheduleFilter(error_class="deadlock"), "scheduled_at"),
+        "sorted by created_at": (ScheduleFilter(), "-created_at"),
     }
     out = []
     for name, (f, sort) in filters.items():

@@ -23,7 +23,13 @@ TABLES = ("flag_schedules", "schedule_retry_attempts")
 
 _FLAGS = "INSERT INTO feature_flags (key) SELECT 'flag-' || g FROM generate_series(0, 999) g"
 
-# 98 % applied, 1 % dead, 1 % retrying (due again in an hour), one a second back in time.
+# One a second back in time over 1,000 flags: 98 % applied and 1 % dead, spread evenly
+# through the history; the 1 % retrying are the newest (as in a real history: what is
+# still retrying failed recently), after the 100 newest of all, which were cancelled;
+# and 10 schedules across the history last failed with a deadlock. Listed in due
+# order (oldest first), the retrying and cancelled ones are at the far end, and the
+# deadlocks are rare: a list that walks the due order and filters finds none of them
+# quickly, which is what migration 0013's indexes are for.
 _SCHEDULES = """
 INSERT INTO flag_schedules (flag_key, updates, scheduled_at, status, retry_count,
                             next_retry_at, finished_at, finished_attempt, last_error_class,
@@ -31,13 +37,15 @@ INSERT INTO flag_schedules (flag_key, updates, scheduled_at, status, retry_count
 SELECT 'flag-' || (g %% 1000), '{"enabled": true}', now() - make_interval(secs => g),
        s.status, 4,
        CASE WHEN s.status = 'retrying' THEN now() + interval '1 hour' END,
-       CASE WHEN s.status IN ('applied', 'dead') THEN now() - make_interval(secs => g) END,
-       CASE WHEN s.status IN ('applied', 'dead') THEN 5 END,
-       CASE WHEN s.status <> 'applied' THEN 'lock_contention' END,
+       CASE WHEN s.status <> 'retrying' THEN now() - make_interval(secs => g) END,
+       CASE WHEN s.status <> 'retrying' THEN 5 END,
+       CASE WHEN g %% 100000 = 7 THEN 'deadlock'
+            WHEN s.status <> 'applied' THEN 'lock_contention' END,
        now() - make_interval(secs => g)
   FROM generate_series(1, %(n)s) g,
-       LATERAL (SELECT CASE WHEN g %% 100 = 0 THEN 'dead' WHEN g %% 100 = 1 THEN 'retrying'
-                            ELSE 'applied' END AS status) s
+       LATERAL (SELECT CASE WHEN g <= 100 THEN 'cancelled'
+                            WHEN g <= 100 + %(n)s / 100 THEN 'retrying'
+                            WHEN g %% 100 = 0 THEN 'dead' ELSE 'applied' END AS status) s
 """
 
 _ATTEMPTS = """
@@ -45,7 +53,8 @@ INSERT INTO schedule_retry_attempts (schedule_id, attempt, started_at, finished_
                                      lateness_ms, outcome, error_class, error_message, worker)
 SELECT s.id, a, s.scheduled_at + make_interval(secs => a),
        s.scheduled_at + make_interval(secs => a), s.scheduled_at + make_interval(secs => a), 5.0,
-       CASE WHEN a < 5 THEN 'retry' WHEN s.status = 'dead' THEN 'dead' ELSE 'applied' END,
+       CASE WHEN a < 5 THEN 'retry' WHEN s.status IN ('dead', 'cancelled') THEN s.status
+            ELSE 'applied' END,
        CASE WHEN a < 5 OR s.status = 'dead' THEN 'lock_contention' END,
        CASE WHEN a < 5 OR s.status = 'dead' THEN 'canceling statement due to lock timeout' END,
        'bench'

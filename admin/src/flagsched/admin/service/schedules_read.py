@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from flagsched.admin.service.access import Actor
 from flagsched.admin.service.env import Env, Row, find_schedule, to_schedule
@@ -32,6 +32,7 @@ from flagsched.schemas.retry import (
 
 Sort = Literal["scheduled_at", "-scheduled_at", "created_at", "-created_at", "id", "-id"]
 SORTS: tuple[str, ...] = ("scheduled_at", "-scheduled_at", "created_at", "-created_at", "id", "-id")
+STATUSES: tuple[str, ...] = get_args(Status)
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,17 @@ def like_prefix(prefix: str) -> str:
 def _where(f: ScheduleFilter, actor: Actor) -> tuple[list[str], list[Any]]:
     where: list[str] = []
     params: list[Any] = []
+    if len(f.status) == 1:
+        # Equality with a literal, not ANY nor a parameter: only then can the planner
+        # prove the partial flag_schedules_status_due_idx (migration 0013) applies, in
+        # a generic (prepared) plan too, and read it in due order instead of walking
+        # the whole due order. The value is one of a closed set, never the caller's text.
+        (status,) = f.status
+        if status not in STATUSES:
+            raise InvalidInput("status", f"one of {', '.join(STATUSES)}")
+        where.append(f"status = '{status}'")
     simple = (
-        ("status = ANY(%s)", list(f.status) or None),
+        ("status = ANY(%s)", list(f.status) if len(f.status) > 1 else None),
         ("flag_key = %s", f.flag_key),
         ("flag_key LIKE %s", like_prefix(f.flag_prefix) if f.flag_prefix else None),
         ("priority = %s", f.priority),
