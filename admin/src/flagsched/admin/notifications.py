@@ -21,9 +21,6 @@ SELECT d.event_key, d.sink, d.rule, d.kind, d.schedule_id, d.status, d.attempts,
   LEFT JOIN notification_messages m ON m.id = d.message_id
 """
 
-#: The statuses a delivery can have (the CHECK of migration 0008).
-STATUSES = ("pending", "queued", "retrying", "sent", "failed", "suppressed", "dropped", "disabled")
-
 
 @dataclass(frozen=True)
 class Delivery:

@@ -11,14 +11,7 @@ from fastapi import FastAPI
 from flagsched.admin.api import problems
 from flagsched.admin.api.auth import Authenticator
 from flagsched.admin.api.middleware import RequestGuard
-from flagsched.admin.api.routes import (
-    dead_letters,
-    experiments,
-    notifications,
-    ops,
-    policies,
-    schedules,
-)
+from flagsched.admin.api.routes import dead_letters, ops, policies, reports, schedules
 from flagsched.admin.service.core import AdminService
 from flagsched.admin.settings import AdminSettings
 
@@ -52,7 +45,7 @@ def create_app(
     app.state.authenticator = Authenticator(settings)
     app.state.kafka_ready = kafka_ready
     problems.install(app)
-    for module in (schedules, policies, dead_letters, ops, notifications, experiments):
+    for module in (schedules, policies, dead_letters, ops, reports):
         app.include_router(module.router)
     app.add_middleware(RequestGuard, max_body_bytes=settings.admin_max_body_bytes)
     return app
