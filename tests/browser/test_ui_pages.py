@@ -120,7 +120,7 @@ def test_the_login_and_error_pages_are_accessible(browser, admin_ui, login_as):
     assert_accessible(browser)
     login_as("viewer")
     browser.get(admin_ui.url + "/ui/bulk-actions/999")
-    assert browser.find_element(By.CSS_SELECTOR, "[data-status]").get_attribute(
-        "data-status"
-    ) == "404"
+    assert (
+        browser.find_element(By.CSS_SELECTOR, "[data-status]").get_attribute("data-status") == "404"
+    )
     assert_accessible(browser)

@@ -123,7 +123,8 @@ def test_a_job_left_running_is_resumed_by_the_next_server(settings, db, tmp_path
     )
     row = db.execute(
         "INSERT INTO admin_bulk_actions (action, filter, created_by, created_role, schedule_ids,"
-        " position, done) VALUES ('retry', '{}', 'token:gone', 'operator', %s, 10, 10) RETURNING id",
+        " position, done) VALUES ('retry', '{}', 'token:gone', 'operator', %s, 10, 10)"
+        " RETURNING id",
         (ids,),
     ).fetchone()
     with running_admin(settings, tmp_path, admin_bulk_batch=7) as api, api.client("viewer") as c:
