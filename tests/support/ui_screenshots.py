@@ -85,13 +85,15 @@ def seed(db: psycopg.Connection[Any], settings: Settings) -> dict[str, Any]:
         " SELECT id, 1, finished_at - interval '2 seconds', finished_at - interval '2 seconds',"
         " 'retry', 'lock_contention', 'canceling statement due to lock timeout'"
         " FROM s WHERE retry_count = 1"
-        " UNION ALL SELECT id, 1 + retry_count, finished_at, finished_at, 'applied', NULL, NULL FROM s"
+        " UNION ALL"
+        " SELECT id, 1 + retry_count, finished_at, finished_at, 'applied', NULL, NULL FROM s"
     )
     retrying = []
     for i, left_s in enumerate((0.2, 0.8, 1.5, 40.0)):
         sid = add_schedule(db, "billing.invoices", {"enabled": True})
         db.execute(
-            "UPDATE flag_schedules SET status = 'retrying', retry_count = %s, dispatched_at = now(),"
+            "UPDATE flag_schedules SET status = 'retrying', retry_count = %s,"
+            " dispatched_at = now(),"
             " next_retry_at = now() + %s * interval '1 second', first_failed_at = now(),"
             " last_error = 'could not serialize access due to concurrent update',"
             " last_error_class = 'serialization' WHERE id = %s",
