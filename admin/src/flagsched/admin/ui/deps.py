@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from flagsched.admin.service.access import Actor
 from flagsched.admin.service.core import AdminService
@@ -133,7 +134,7 @@ def action(needed: str) -> Callable[[Request], Awaitable[Page]]:
     async def dependency(request: Request) -> Page:
         check_origin(request)
         form = await read_form(request)
-        session = find_session(request)
+        session = await run_in_threadpool(find_session, request)  # a database query
         if session is None:
             raise UiError(403, "no session: log in again")
         given = request.headers.get(CSRF_HEADER) or first(form, CSRF_FIELD)
