@@ -73,10 +73,10 @@ def _login_page(request: Request, *, next_url: str, error: str = "", status: int
     return response
 
 
-def _start_session(request: Request, actor: Actor, next_url: str) -> Response:
+def _start_session(request: Request, actor: Actor, next_url: str, token_id: str | None) -> Response:
     settings = ui_settings(request)
     with _service(request).connection() as conn:
-        sid, _ = sessions.create(conn, actor, settings.admin_ui_session_ttl_s)
+        sid, _ = sessions.create(conn, actor, settings.admin_ui_session_ttl_s, token_id=token_id)
     log.info("ui login of %s role=%s request=%s", actor.name, actor.role, request.state.request_id)
     response = RedirectResponse(safe_next(next_url), status_code=303)
     set_session_cookie(response, sid, settings.admin_ui_session_ttl_s)
@@ -105,7 +105,9 @@ async def login_with_token(request: Request) -> Response:
     actor = await run_in_threadpool(auth.actor, token) if token else None
     if actor is None:
         return _login_page(request, next_url=next_url, error="That token is not valid.", status=401)
-    return await run_in_threadpool(_start_session, request, actor, next_url)
+    record = await run_in_threadpool(auth.tokens.verify, token)  # None: an OIDC JWT
+    token_id = record.id if record is not None else None
+    return await run_in_threadpool(_start_session, request, actor, next_url, token_id)
 
 
 @router.get("/login/oidc")
