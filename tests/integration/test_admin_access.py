@@ -44,6 +44,13 @@ MATRIX: list[tuple[str, str, Any, str]] = [
     ("GET", "/api/admin/notifications", None, "viewer"),
     ("GET", "/api/admin/experiments", None, "viewer"),
     ("GET", "/api/admin/experiments/none/report", None, "viewer"),
+    (
+        "POST",
+        "/api/admin/schedules/bulk-actions",
+        {"action": "cancel", "filter": {"status": ["pending"]}},
+        "operator",
+    ),
+    ("GET", "/api/admin/bulk-actions/999", None, "viewer"),
 ]
 RANK = {"viewer": 1, "operator": 2, "admin": 3}
 
@@ -54,6 +61,7 @@ def _template(path: str) -> str:
         .replace("/999", "/{scheduleId}")
         .replace("redrives/{scheduleId}", "redrives/{redriveId}")
         .replace("experiments/none/", "experiments/{name}/")
+        .replace("bulk-actions/{scheduleId}", "bulk-actions/{bulkActionId}")
     )
 
 
