@@ -1,3 +1,5 @@
-"""Shared fixtures: the real services (started by the project itself unless given)."""
+"""Shared fixtures: the real services (started by the project itself unless given) and
+per-test isolation (a database and topics of its own), for tests/integration and
+tests/browser alike."""
 
-pytest_plugins = ["tests.support.services"]
+pytest_plugins = ["tests.support.services", "tests.support.isolation"]

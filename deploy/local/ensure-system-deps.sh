@@ -11,6 +11,9 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/n
   || missing+=(postgresql)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)   # the AsyncAPI parser
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # promtool checks the alert rules
+# The admin UI's browser tests (tests/browser/): Debian's Chromium and its ChromeDriver.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

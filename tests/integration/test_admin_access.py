@@ -41,6 +41,13 @@ MATRIX: list[tuple[str, str, Any, str]] = [
     ("GET", "/api/admin/redrives/999", None, "viewer"),
     ("GET", "/api/admin/stats", None, "viewer"),
     ("GET", "/api/admin/audit", None, "viewer"),
+    (
+        "POST",
+        "/api/admin/schedules/bulk-actions",
+        {"action": "cancel", "filter": {"status": ["pending"]}},
+        "operator",
+    ),
+    ("GET", "/api/admin/bulk-actions/999", None, "viewer"),
 ]
 RANK = {"viewer": 1, "operator": 2, "admin": 3}
 
@@ -50,6 +57,7 @@ def _template(path: str) -> str:
         path.replace("/flags/f/", "/flags/{flagKey}/")
         .replace("/999", "/{scheduleId}")
         .replace("redrives/{scheduleId}", "redrives/{redriveId}")
+        .replace("bulk-actions/{scheduleId}", "bulk-actions/{bulkActionId}")
     )
 
 

@@ -45,6 +45,8 @@ IMPORT_NAME = {
     "fastapi": "fastapi",
     "starlette": "starlette",
     "uvicorn": "uvicorn",
+    "jinja2": "jinja2",
+    "markupsafe": "markupsafe",
 }
 #: declared without an import of their own: kafka-python uses crc32c when it is there.
 RUNTIME_ONLY = {"crc32c"}

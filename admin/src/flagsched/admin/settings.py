@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flagsched.runtime.errors import ConfigError
@@ -43,6 +43,31 @@ class AdminSettings(BaseSettings):
     )
     admin_outbox_poll_s: float = Field(default=1.0, gt=0, le=60)
     admin_pool_max: int = Field(default=8, ge=1, le=200)
+    admin_bulk_max: int = Field(
+        default=10_000, ge=1, description="most schedules one bulk cancel or retry may match"
+    )
+    admin_bulk_batch: int = Field(
+        default=100, ge=1, le=5000, description="schedules per bulk-action transaction"
+    )
+    # The web UI (ui/, docs/admin-ui.md).
+    admin_ui_session_ttl_s: float = Field(
+        default=8 * 3600.0, gt=0, le=30 * 86400, description="a UI session's lifetime"
+    )
+    admin_ui_origins: tuple[str, ...] = Field(
+        default=(),
+        description="origins allowed on the UI's unsafe methods; empty: the request's own",
+    )
+    admin_ui_oidc_client_id: str | None = Field(default=None, description="the UI's client id")
+    admin_ui_oidc_client_secret: SecretStr | None = Field(
+        default=None, description="its secret, if the provider gave one (else a public client)"
+    )
+    admin_ui_oidc_authorize_url: str | None = Field(default=None)
+    admin_ui_oidc_token_url: str | None = Field(default=None)
+    admin_ui_oidc_redirect_url: str | None = Field(
+        default=None, description="this UI's callback, e.g. https://admin.example/ui/login/callback"
+    )
+    admin_ui_oidc_scopes: str = Field(default="openid profile")
+    admin_ui_oidc_timeout_s: float = Field(default=10.0, gt=0, le=120)
     trace_url_template: str | None = Field(
         default=None, description="link to a trace, with {trace_id}, e.g. https://t/{trace_id}"
     )
@@ -52,6 +77,18 @@ class AdminSettings(BaseSettings):
         return bool(
             self.admin_oidc_issuer
             and self.admin_oidc_audience
+            and (self.admin_oidc_jwks_url or self.admin_oidc_jwks_file)
+        )
+
+    def ui_oidc_enabled(self) -> bool:
+        """Whether the UI offers the OIDC login (its client, its endpoints, and the keys
+        and issuer the API uses for JWTs, which verify the id token too)."""
+        return bool(
+            self.admin_ui_oidc_client_id
+            and self.admin_ui_oidc_authorize_url
+            and self.admin_ui_oidc_token_url
+            and self.admin_ui_oidc_redirect_url
+            and self.admin_oidc_issuer
             and (self.admin_oidc_jwks_url or self.admin_oidc_jwks_file)
         )
 

@@ -11,9 +11,10 @@ from fastapi import FastAPI
 from flagsched.admin.api import problems
 from flagsched.admin.api.auth import Authenticator
 from flagsched.admin.api.middleware import RequestGuard
-from flagsched.admin.api.routes import dead_letters, ops, policies, schedules
+from flagsched.admin.api.routes import bulk, dead_letters, ops, policies, schedules
 from flagsched.admin.service.core import AdminService
 from flagsched.admin.settings import AdminSettings
+from flagsched.admin.ui.app import mount as mount_ui
 
 DESCRIPTION = """\
 The operator surface of flagsched: create, inspect, edit, cancel, retry, preview and
@@ -45,8 +46,9 @@ def create_app(
     app.state.authenticator = Authenticator(settings)
     app.state.kafka_ready = kafka_ready
     problems.install(app)
-    for module in (schedules, policies, dead_letters, ops):
+    for module in (schedules, bulk, policies, dead_letters, ops):
         app.include_router(module.router)
+    mount_ui(app, settings)  # the web UI under /ui (its routes are not in the OpenAPI document)
     app.add_middleware(RequestGuard, max_body_bytes=settings.admin_max_body_bytes)
     return app
 

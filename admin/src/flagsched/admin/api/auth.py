@@ -52,17 +52,26 @@ class JwtVerifier:
             raise jwt.InvalidTokenError(f"no key {kid!r} in the JWKS file")
         return self._file_keys[kid].key
 
-    def verify(self, token: str) -> Actor:
-        """The actor of a valid token; ``jwt.InvalidTokenError`` otherwise."""
-        claims = jwt.decode(
+    def verify(self, token: str, *, audience: str | None = None) -> Actor:
+        """The actor of a valid token (``aud`` must be ``audience``, by default the API's);
+        ``jwt.InvalidTokenError`` otherwise."""
+        return self.actor_of(self.claims(token, audience=audience))
+
+    def claims(self, token: str, *, audience: str | None = None) -> dict[str, Any]:
+        """The verified claims of ``token``: signature, ``iss``, ``aud``, ``exp``, ``sub``."""
+        claims: dict[str, Any] = jwt.decode(
             token,
             self._key(token),
             algorithms=list(self._s.admin_oidc_algorithms),
-            audience=self._s.admin_oidc_audience,
+            audience=audience or self._s.admin_oidc_audience,
             issuer=self._s.admin_oidc_issuer,
             leeway=self._s.admin_oidc_leeway_s,
             options={"require": ["exp", "iss", "aud", "sub"]},
         )
+        return claims
+
+    def actor_of(self, claims: dict[str, Any]) -> Actor:
+        """The actor verified ``claims`` name: the role and prefixes from their claims."""
         role = claims.get(self._s.admin_oidc_role_claim)
         if role not in RANK:
             raise jwt.InvalidTokenError(f"claim {self._s.admin_oidc_role_claim!r} is not a role")
@@ -80,6 +89,8 @@ class Authenticator:
     def __init__(self, settings: AdminSettings) -> None:
         self.tokens = TokenStore(settings.admin_tokens_file)
         self.jwt = JwtVerifier(settings) if settings.jwt_enabled() else None
+        # The UI's id tokens come from the same issuer and keys, with its client id as aud.
+        self.id_tokens = JwtVerifier(settings) if settings.ui_oidc_enabled() else None
 
     def actor(self, token: str) -> Actor | None:
         """The caller of ``token``, or None if it is not valid."""

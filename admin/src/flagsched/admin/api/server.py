@@ -1,5 +1,5 @@
-"""``flagsched admin serve``: the app on uvicorn, with the outbox drainer and the
-redrive runner beside it in the same process."""
+"""``flagsched admin serve``: the app on uvicorn, with the outbox drainer, the
+redrive runner and the bulk-action runner beside it in the same process."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import threading
 import uvicorn
 
 from flagsched.admin.api.app import create_app
+from flagsched.admin.service.bulk import BulkRunner
 from flagsched.admin.service.core import AdminService
 from flagsched.admin.service.env import Env
 from flagsched.admin.service.outbox import OutboxDrainer
@@ -40,8 +41,13 @@ class AdminServer:
             fresh, lambda: make_producer(settings), poll_s=admin.admin_outbox_poll_s
         )
         self.runner = RedriveRunner(fresh, env, self.drainer.nudge)
+        self.bulk = BulkRunner(fresh, env, self.drainer.nudge)
         self.service = AdminService(
-            env, self.pool, on_outbox=self.drainer.nudge, on_redrive=self.runner.nudge
+            env,
+            self.pool,
+            on_outbox=self.drainer.nudge,
+            on_redrive=self.runner.nudge,
+            on_bulk=self.bulk.nudge,
         )
         self.app = create_app(self.service, admin, kafka_ready=self._kafka_ready)
         config = uvicorn.Config(
@@ -82,8 +88,10 @@ class AdminServer:
         self.pool.open(wait=True, timeout=self.settings.connect_timeout_s)
         self.drainer.start()
         self.runner.start()
+        self.bulk.start()
 
     def _close(self) -> None:
+        self.bulk.stop()
         self.runner.stop()
         self.drainer.stop()
         self.pool.close()

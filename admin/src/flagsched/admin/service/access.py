@@ -20,10 +20,13 @@ ACTIONS = MappingProxyType(
         "redrives.read": "viewer",
         "stats.read": "viewer",
         "audit.read": "viewer",
+        "bulk_actions.read": "viewer",
         "schedules.create": "operator",
         "schedules.edit": "operator",
         "schedules.cancel": "operator",
         "schedules.retry": "operator",
+        # starting any bulk action; each also needs its own action's right (service/bulk.py)
+        "schedules.bulk": "operator",
         "dead_letters.redrive": "admin",
         "dead_letters.republish": "admin",
     }

@@ -19,16 +19,20 @@ from psycopg_pool import ConnectionPool
 
 from flagsched.admin.service import (
     audit,
+    bulk,
     dead_letters,
     poison,
     redrives,
     schedules_read,
     schedules_write,
 )
+from flagsched.admin.service import overview as overview_read
 from flagsched.admin.service.access import Actor
 from flagsched.admin.service.env import Env
 from flagsched.admin.service.models import (
     AuditPage,
+    BulkAction,
+    BulkActionRequest,
     DeadLetterFilter,
     DeadLetterPage,
     Page,
@@ -59,11 +63,13 @@ class AdminService:
         *,
         on_outbox: Callable[[], None] = lambda: None,
         on_redrive: Callable[[], None] = lambda: None,
+        on_bulk: Callable[[], None] = lambda: None,
     ) -> None:
         self.env = env
         self.pool = pool
         self.on_outbox = on_outbox
         self.on_redrive = on_redrive
+        self.on_bulk = on_bulk
 
     @staticmethod
     def make_pool(dsn: str, *, max_size: int, timeout_s: float) -> ConnectionPool[Any]:
@@ -169,6 +175,26 @@ class AdminService:
         """The retry timeline of a policy."""
         return schedules_read.preview_policy(self.env, body)
 
+    def bulk_action(self, actor: Actor, req: BulkActionRequest) -> Outcome:
+        """A dry run (200 with the count and a sample) or a started job (202)."""
+        if req.dry_run:
+            with self.connection() as conn:
+                return Outcome.of(200, bulk.plan(conn, self.env, actor, req))
+        outcome = self._mutate(
+            actor,
+            "POST",
+            "/api/admin/schedules/bulk-actions",
+            req,
+            lambda c: bulk.start(c, self.env, actor, req),
+        )
+        self.on_bulk()
+        return outcome
+
+    def get_bulk_action(self, bulk_id: int) -> BulkAction:
+        """A bulk action and its progress."""
+        with self.connection() as conn:
+            return bulk.get(conn, bulk_id)
+
     # --- dead letters and redrives ------------------------------------------------------
     def dead_letters(
         self, actor: Actor, f: DeadLetterFilter, *, limit: int, cursor: str | None
@@ -227,6 +253,15 @@ class AdminService:
         """What ``flagsched stats`` shows, as JSON."""
         result: dict[str, Any] = json.loads(self.stats_report(since, until).to_json())
         return result
+
+    def overview(self, actor: Actor) -> overview_read.Overview:
+        """The UI overview: counts by status, backlog, attempts per minute, latest dead."""
+        with self.connection() as conn:
+            return overview_read.overview(conn, self.env, actor)
+
+    def breaker(self) -> overview_read.Breaker:
+        """The workers' circuit breaker, from the control topic."""
+        return overview_read.breaker(self.env)
 
     def audit(self, **filters: Any) -> AuditPage:
         """The audit trail, newest first."""

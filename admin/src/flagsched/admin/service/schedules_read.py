@@ -53,7 +53,8 @@ def like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _where(f: ScheduleFilter, actor: Actor) -> tuple[list[str], list[Any]]:
+def where_schedules(f: ScheduleFilter, actor: Actor) -> tuple[list[str], list[Any]]:
+    """The WHERE clauses (and their parameters) of ``f`` for ``actor``'s prefixes."""
     where: list[str] = []
     params: list[Any] = []
     simple = (
@@ -90,7 +91,7 @@ def list_schedules(
     if sort not in SORTS:
         raise InvalidInput("sort", f"one of {', '.join(SORTS)}")
     column, desc = sort.lstrip("-"), sort.startswith("-")
-    where, params = _where(f, actor)
+    where, params = where_schedules(f, actor)
     if cursor is not None:
         key = decode_cursor(cursor, "cursor")
         if len(key) != 2 or key[0] is None:

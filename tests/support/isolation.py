@@ -1,5 +1,6 @@
-"""Per-test isolation: each test gets its own database (from a migrated template),
-its own topic prefix and consumer group."""
+"""Pytest plugin: per-test isolation for the integration and browser tests. Each test
+gets its own database (from a migrated template), its own topic prefix and consumer
+group (fixtures ``template``, ``dsn``, ``make_settings``, ``settings``, ``db``)."""
 
 from __future__ import annotations
 

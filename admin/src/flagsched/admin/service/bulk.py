@@ -1,0 +1,245 @@
+"""Bulk cancel and bulk retry of every schedule matching a filter (not one page).
+
+A dry run (the default) counts the matching schedules in a status the action applies
+to and shows a sample. A real one freezes that selection into an ``admin_bulk_actions``
+job (migration 0011), audited in the same transaction, and returns at once;
+:func:`step` then works it through in batches of ``FLAGSCHED_ADMIN_BULK_BATCH``, each
+in its own transaction with the job row locked (``SKIP LOCKED``), persisting the
+position, so any admin process resumes a job whose process died. Each schedule goes
+through the single action's own code (:func:`schedules_write.cancel` or ``retry``), so
+each writes its own audit row and Kafka records exactly as one click would; a schedule
+that has moved on meanwhile (applied, already cancelled) is counted as skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from flagsched.admin.service import audit, schedules_write
+from flagsched.admin.service.access import Actor
+from flagsched.admin.service.env import Env, to_schedule
+from flagsched.admin.service.errors import AdminError, Forbidden, NotFound, TooLarge
+from flagsched.admin.service.models import (
+    LIVE,
+    BulkAction,
+    BulkActionRequest,
+    BulkKind,
+    BulkPlan,
+    ScheduleSelection,
+    Status,
+)
+from flagsched.admin.service.mutation import Outcome
+from flagsched.admin.service.schedules_read import ScheduleFilter, where_schedules
+from flagsched.runtime.db.connect import DictConnection
+
+log = logging.getLogger(__name__)
+
+SAMPLE = 10
+#: The statuses each action applies to (the single actions' own rules).
+APPLIES_TO: dict[str, tuple[Status, ...]] = {"cancel": LIVE, "retry": ("retrying", "dead")}
+
+
+def as_filter(sel: ScheduleSelection, action: BulkKind) -> ScheduleFilter:
+    """The list filter of ``sel``, narrowed to the statuses ``action`` applies to."""
+    wanted = APPLIES_TO[action]
+    statuses = [s for s in sel.status if s in wanted] if sel.status else list(wanted)
+    return ScheduleFilter(
+        status=statuses or ["__none__"],  # type: ignore[list-item]  # matches nothing
+        flag_key=sel.flag_key,
+        flag_prefix=sel.flag_prefix,
+        priority=sel.priority.value if sel.priority else None,
+        error_class=sel.error_class,
+        due_after=sel.due_after,
+        due_before=sel.due_before,
+    )
+
+
+def _check(actor: Actor, action: BulkKind) -> None:
+    if not actor.allowed(f"schedules.{action}"):
+        raise Forbidden(f"role {actor.role} may not schedules.{action}")
+
+
+def _select(
+    conn: DictConnection, actor: Actor, f: ScheduleFilter, *, limit: int, columns: str = "id"
+) -> list[dict[str, Any]]:
+    where, params = where_schedules(f, actor)
+    sql = f"SELECT {columns} FROM flag_schedules WHERE {' AND '.join(where)} ORDER BY id LIMIT %s"
+    return conn.execute(sql, (*params, limit)).fetchall()
+
+
+def plan(conn: DictConnection, env: Env, actor: Actor, req: BulkActionRequest) -> BulkPlan:
+    """How many schedules ``req`` would touch, and the first few of them."""
+    _check(actor, req.action)
+    f = as_filter(req.filter, req.action)
+    where, params = where_schedules(f, actor)
+    row = conn.execute(
+        f"SELECT count(*) AS n FROM flag_schedules WHERE {' AND '.join(where)}", params
+    ).fetchone()
+    sample = [to_schedule(r) for r in _select(conn, actor, f, limit=SAMPLE, columns="*")]
+    return BulkPlan(action=req.action, count=int(row["n"]) if row else 0, sample=sample)
+
+
+def to_bulk(row: dict[str, Any]) -> BulkAction:
+    """The API view of a job row."""
+    return BulkAction.model_validate(row | {"total": len(row["schedule_ids"])})
+
+
+def start(conn: DictConnection, env: Env, actor: Actor, req: BulkActionRequest) -> Outcome:
+    """Freeze the selection into a job (audited); :func:`step` then works it through."""
+    _check(actor, req.action)
+    cap = env.admin.admin_bulk_max
+    f = as_filter(req.filter, req.action)
+    ids = [int(r["id"]) for r in _select(conn, actor, f, limit=cap + 1)]
+    if len(ids) > cap:
+        raise TooLarge(
+            f"more than {cap} schedules match (FLAGSCHED_ADMIN_BULK_MAX): narrow the filter"
+        )
+    row = conn.execute(
+        "INSERT INTO admin_bulk_actions (action, filter, created_by, created_role,"
+        " created_prefixes, schedule_ids, status, finished_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
+        (
+            req.action,
+            Jsonb(req.filter.model_dump(mode="json", exclude_defaults=True)),
+            actor.name,
+            actor.role,
+            list(actor.prefixes),
+            ids,
+            "running" if ids else "done",
+            None if ids else "now",
+        ),
+    ).fetchone()
+    assert row is not None
+    audit.record(
+        conn,
+        actor,
+        f"schedules.bulk_{req.action}",
+        "bulk_action",
+        [row["id"]],
+        after={"filter": row["filter"], "schedule_ids": ids},
+    )
+    log.info(
+        "bulk_action=%s %s of %d schedules started by %s request=%s",
+        row["id"],
+        req.action,
+        len(ids),
+        actor.name,
+        actor.request_id,
+    )
+    return Outcome.of(202, to_bulk(row), f"/api/admin/bulk-actions/{row['id']}")
+
+
+def get(conn: DictConnection, bulk_id: int) -> BulkAction:
+    """A job and its progress."""
+    row = conn.execute("SELECT * FROM admin_bulk_actions WHERE id = %s", (bulk_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no bulk action {bulk_id}")
+    return to_bulk(row)
+
+
+def _one(conn: DictConnection, env: Env, actor: Actor, action: str, row: dict[str, Any]) -> bool:
+    """Apply ``action`` to one schedule in a savepoint; False if it no longer applies."""
+    act = schedules_write.cancel if action == "cancel" else schedules_write.retry
+    try:
+        with conn.transaction():
+            act(conn, env, actor, row["flag_key"], int(row["id"]))
+    except AdminError:  # moved on since the selection (or out of the creator's prefixes)
+        return False
+    return True
+
+
+def step(conn: DictConnection, env: Env, batch: int) -> tuple[int | None, int]:
+    """Work the next ``batch`` schedules of one running job; (job id, count) or (None, 0)."""
+    with conn.transaction():
+        job = conn.execute(
+            "SELECT * FROM admin_bulk_actions WHERE status = 'running' ORDER BY id LIMIT 1"
+            " FOR UPDATE SKIP LOCKED"
+        ).fetchone()
+        if job is None:
+            return None, 0
+        actor = Actor(
+            name=job["created_by"],
+            role=job["created_role"],
+            prefixes=tuple(job["created_prefixes"]),
+            request_id=f"bulk-action:{job['id']}",
+        )
+        todo = job["schedule_ids"][job["position"] : job["position"] + batch]
+        rows = conn.execute(
+            "SELECT id, flag_key FROM flag_schedules WHERE id = ANY(%s) ORDER BY id", (todo,)
+        ).fetchall()
+        done = sum(_one(conn, env, actor, job["action"], r) for r in rows)
+        position = job["position"] + len(todo)
+        finished = position >= len(job["schedule_ids"])
+        conn.execute(
+            "UPDATE admin_bulk_actions SET position = %s, done = done + %s,"
+            " skipped = skipped + %s, status = %s, finished_at = %s, updated_at = now()"
+            " WHERE id = %s",
+            (
+                position,
+                done,
+                len(todo) - done,
+                "done" if finished else "running",
+                "now" if finished else None,
+                job["id"],
+            ),
+        )
+    log.info(
+        "bulk_action=%s %s: %d of %d done in this batch, position %d/%d",
+        job["id"],
+        job["action"],
+        done,
+        len(todo),
+        position,
+        len(job["schedule_ids"]),
+    )
+    return int(job["id"]), len(todo)
+
+
+class BulkRunner:
+    """A thread that works bulk actions through; woken when one starts, else polling."""
+
+    def __init__(
+        self,
+        connect: Callable[[], DictConnection],
+        env: Env,
+        on_commit: Callable[[], None],
+        *,
+        poll_s: float = 2.0,
+    ) -> None:
+        self._connect, self._env, self._on_commit, self._poll_s = connect, env, on_commit, poll_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="admin-bulk", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def nudge(self) -> None:
+        """A job was started."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop after the batch in hand."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=15)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with self._connect() as conn:
+                    while not self._stop.is_set():
+                        job_id, _ = step(conn, self._env, self._env.admin.admin_bulk_batch)
+                        if job_id is None:
+                            break
+                        self._on_commit()
+            except Exception:  # a failed round is retried at the next poll, never fatal
+                log.exception("bulk-action round failed; retrying in %.1fs", self._poll_s)
+            self._wake.wait(self._poll_s)
+            self._wake.clear()
