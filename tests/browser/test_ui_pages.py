@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
@@ -49,6 +50,19 @@ def css(driver: WebDriver, selector: str) -> list[Any]:
     return driver.find_elements(By.CSS_SELECTOR, selector)
 
 
+def nodes(driver: WebDriver, selector: str) -> list[dict[str, str]]:
+    """The elements matching ``selector`` read in one go (the live part is replaced
+    every second, so a found element may be gone a moment later): each one's
+    attributes and its text as ``"text"``."""
+    found: list[dict[str, str]] = driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(e => Object.assign("
+        "Object.fromEntries([...e.attributes].map(a => [a.name, a.value])),"
+        " {text: e.textContent.trim()}));",
+        selector,
+    )
+    return found
+
+
 def live_attr(driver: WebDriver, name: str) -> str:
     """An attribute of the page's live part (re-read: htmx replaces the element)."""
     found = driver.execute_script(
@@ -59,7 +73,16 @@ def live_attr(driver: WebDriver, name: str) -> str:
 
 
 def click(driver: WebDriver, selector: str) -> None:
-    driver.find_element(By.CSS_SELECTOR, selector).click()
+    """Click the element; found again if the live part replaced it in between."""
+
+    def clicked() -> bool:
+        try:
+            driver.find_element(By.CSS_SELECTOR, selector).click()
+        except StaleElementReferenceException:
+            return False
+        return True
+
+    wait_until(clicked, timeout_s=10, what=f"a click on {selector}")
 
 
 def test_the_timeline_grows_to_three_attempts_without_a_reload(
@@ -76,16 +99,20 @@ def test_the_timeline_grows_to_three_attempts_without_a_reload(
         browser.execute_script("document.documentElement.dataset.sameDocument = 'yes';")
         seen = []
         for n in (1, 2):
-            wait_until(lambda n=n: live_attr(browser, "data-attempts") == str(n), what=f"{n}")
+
+            def shows(n: int = n) -> bool:
+                return live_attr(browser, "data-attempts") == str(n)
+
+            wait_until(shows, what=f"{n} attempts on the page")
             seen.append(n)
             assert live_attr(browser, "data-status") == "retrying"
-            past = css(browser, "svg.timeline g.mark[data-planned=false]")
+            past = nodes(browser, "svg.timeline g.mark[data-planned=false]")
             assert len(past) == n
-            assert all("failed" in g.get_attribute("class") for g in past)
-            planned = css(browser, "svg.timeline g.mark[data-planned=true] text.label")
-            assert planned and planned[0].text.startswith(f"Retry {n} "), planned[0].text
-            rows = css(browser, "table.attempts tr[data-outcome=retry]")
-            assert len(rows) == n and "lock_contention" in rows[-1].text
+            assert all("failed" in g["class"] for g in past)
+            planned = nodes(browser, "svg.timeline g.mark[data-planned=true] text.label")
+            assert planned and planned[0]["text"].startswith(f"Retry {n} "), planned
+            rows = nodes(browser, "table.attempts tr[data-outcome=retry]")
+            assert len(rows) == n and "lock_contention" in rows[-1]["text"]
         wait_until(lambda: len(attempts(db, sid)) >= 2, what="two failed attempts")
         assert len(attempts(db, sid)) == 2, "the third attempt waits for the lock"
     finally:
@@ -95,12 +122,12 @@ def test_the_timeline_grows_to_three_attempts_without_a_reload(
     assert seen == [1, 2, 3]
     assert browser.execute_script("return document.documentElement.dataset.sameDocument") == "yes"
     assert live_attr(browser, "data-attempts") == "3"
-    marks = css(browser, "svg.timeline g.mark")
-    assert [m.get_attribute("data-attempt") for m in marks] == ["1", "2", "3"]
-    assert [m.get_attribute("data-planned") for m in marks] == ["false"] * 3
-    assert "applied" in marks[2].get_attribute("class")
-    assert css(browser, "svg.timeline text.now")
-    outcomes = [r.get_attribute("data-outcome") for r in css(browser, "table.attempts tbody tr")]
+    marks = nodes(browser, "svg.timeline g.mark")
+    assert [m["data-attempt"] for m in marks] == ["1", "2", "3"]
+    assert [m["data-planned"] for m in marks] == ["false"] * 3
+    assert "applied" in marks[2]["class"]
+    assert nodes(browser, "svg.timeline text.now")
+    outcomes = [r["data-outcome"] for r in nodes(browser, "table.attempts tbody tr")]
     assert outcomes == ["retry", "retry", "applied"]
     # Terminal: the live part no longer polls, and there is no action left to take.
     assert not browser.find_element(By.ID, "live").get_attribute("hx-trigger")
@@ -115,8 +142,8 @@ def test_cancel_from_the_detail_page_through_its_confirm_step(browser, admin_ui,
     sid = add_schedule(db, "to.cancel", {"rollout_percentage": 40}, at=seconds_from_now(3600))
     login_as("operator")
     browser.get(f"{admin_ui.url}/ui/flags/to.cancel/schedules/{sid}")
-    planned = css(browser, "svg.timeline g.mark[data-planned=true] text.label")
-    assert planned[0].text == "Attempt 1 in 1 hour"
+    planned = nodes(browser, "svg.timeline g.mark[data-planned=true] text.label")
+    assert planned[0]["text"] == "Attempt 1 in 1 hour"
     assert_accessible(browser)
     click(browser, "a[data-action='schedules.cancel']")
     assert "/confirm/cancel" in browser.current_url
@@ -223,16 +250,17 @@ def test_redrive_dead_letters_through_the_dry_run_and_the_confirm_step(
     wait_until(lambda: "/ui/redrives/" in browser.current_url, what="the progress page")
     browser.execute_script("document.documentElement.dataset.sameDocument = 'yes';")
 
-    def progress() -> tuple[str, str, str]:
-        return browser.execute_script(
+    def progress() -> list[str]:
+        found: list[str] = browser.execute_script(
             "const e = document.getElementById('progress');"
             "return [e.dataset.status, e.dataset.position, e.dataset.total];"
         )
+        return found
 
     first = progress()
     assert first[2] == "6"
-    done = wait_until(lambda: progress()[0] == "done" and progress(), what="the redrive done")
-    assert done == ["done", "6", "6"]
+    wait_until(lambda: progress()[0] == "done", what="the redrive done")
+    assert progress() == ["done", "6", "6"]
     assert browser.execute_script("return document.documentElement.dataset.sameDocument") == "yes"
     assert browser.find_element(By.CSS_SELECTOR, "[data-redriven]").text == "6"
     assert_accessible(browser)
@@ -254,8 +282,10 @@ def test_stats_page_shows_success_by_attempt_and_failures(
     finally:
         release()
     wait_until(
-        lambda: all(status_is(db, s, "applied") for s in (fine, locked))
-        and status_is(db, missing, "dead"),
+        lambda: (
+            all(status_is(db, s, "applied") for s in (fine, locked))
+            and status_is(db, missing, "dead")
+        ),
         what="all finished",
     )
     login_as("viewer")

@@ -188,4 +188,3 @@ def redrive_progress(
 ) -> HTMLResponse:
     job = ctx.service.get_redrive(redrive_id)
     return render(ctx.request, "_redrive_progress.html", {"job": job})
-

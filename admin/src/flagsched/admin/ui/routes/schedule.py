@@ -278,4 +278,3 @@ def edit(
     except AdminError as exc:
         return _edit_page(ctx, detail, fields, exc.detail, status=exc.status)
     return RedirectResponse(detail_url(flag_key, schedule_id) + "?done=edit", status_code=303)
-
