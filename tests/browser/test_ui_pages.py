@@ -22,7 +22,8 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from flagsched.runtime.clients import make_producer
 from flagsched.schemas.headers import RecordHeaders
-from tests.support.browser import assert_accessible, console_errors
+from tests.support.admin import running_admin
+from tests.support.browser import assert_accessible, console_errors, login
 from tests.support.pipeline import (
     add_flag,
     add_schedule,
@@ -172,6 +173,65 @@ def test_cancel_from_the_detail_page_through_its_confirm_step(browser, admin_ui,
     )
     assert refused["status"] == 409 and "Cancel the schedule failed" in refused["body"]
     assert len(db.execute("SELECT 1 FROM admin_audit").fetchall()) == 1
+
+
+def test_retry_now_reopens_a_dead_schedule_through_its_confirm_step(
+    browser, admin_ui, login_as, pipeline, db
+):
+    sid = add_schedule(db, "born.late", {"enabled": True})  # no such flag yet: dead at once
+    wait_until(lambda: status_is(db, sid, "dead"), what="dead-lettered")
+    add_flag(db, "born.late")
+    login_as("operator")
+    browser.get(f"{admin_ui.url}/ui/flags/born.late/schedules/{sid}")
+    assert live_attr(browser, "data-status") == "dead"
+    assert not browser.find_element(By.ID, "live").get_attribute("hx-trigger")
+    assert css(browser, "a[data-action='schedules.cancel']") == []  # dead: nothing to cancel
+    click(browser, "a[data-action='schedules.retry']")
+    assert "does not count against max_retries" in browser.page_source
+    assert_accessible(browser)
+    click(browser, "button[data-confirmed=retry]")
+    wait_until(lambda: "done=retry" in browser.current_url, what="back on the detail page")
+    # Re-opened, it polls again until the worker applies attempt 2.
+    wait_until(lambda: live_attr(browser, "data-status") == "applied", what="applied")
+    outcomes = [r["data-outcome"] for r in nodes(browser, "table.attempts tbody tr")]
+    assert outcomes == ["dead", "applied"]
+    [row] = db.execute("SELECT * FROM admin_audit WHERE action = 'schedule.retry'").fetchall()
+    assert row["actor"] == "token:operator"
+
+
+def test_attempts_link_to_their_trace_and_show_hostile_text_as_text(
+    browser, settings, db, tmp_path
+):
+    add_flag(db, "traced")
+    sid = add_schedule(db, "traced", {"enabled": True})
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    hostile = "<img src=x onerror=\"document.title='owned'\"> & <b>bold</b>"
+    db.execute(
+        "INSERT INTO schedule_retry_attempts (schedule_id, attempt, started_at, finished_at,"
+        " due_at, lateness_ms, outcome, error_class, error_message, worker, trace_id)"
+        " VALUES (%s, 1, now() - interval '3 seconds', now() - interval '3 seconds',"
+        " now() - interval '3 seconds', 12.5, 'retry', 'lock_contention', %s, 'w-1', %s)",
+        (sid, hostile, trace_id),
+    )
+    db.execute(
+        "UPDATE flag_schedules SET status = 'retrying', retry_count = 1,"
+        " next_retry_at = now() + interval '1 hour', last_error = %s,"
+        " last_error_class = 'lock_contention' WHERE id = %s",
+        (hostile, sid),
+    )
+    jaeger = "http://127.0.0.1:16686/trace/{trace_id}"  # Jaeger's UI (docs/observability.md)
+    with running_admin(settings, tmp_path, trace_url_template=jaeger) as api:
+        login(browser, api.url, api.tokens["viewer"])
+        browser.get(f"{api.url}/ui/flags/traced/schedules/{sid}")
+        [link] = nodes(browser, "table.attempts a.trace")
+        assert link["href"] == f"http://127.0.0.1:16686/trace/{trace_id}"
+        [row] = nodes(browser, "table.attempts tbody tr")
+        assert hostile in row["text"]  # shown as text: no element was made of it
+        assert css(browser, "#live img, #live b") == [] and browser.title != "owned"
+        labels = [m["text"] for m in nodes(browser, "svg.timeline g.mark text.label")]
+        assert labels[:3] == ["Attempt 1 failed", "Retry 1 in 1 hour", "Retry 2 in 1 hour"]
+        assert css(browser, "[data-action]") == []  # a viewer
+        assert_accessible(browser)
 
 
 def test_edit_from_the_detail_page_through_its_review_step(browser, admin_ui, login_as, db):
