@@ -33,9 +33,13 @@ def browser() -> Iterator[WebDriver]:
 
 
 @pytest.fixture
-def admin_ui(browser: WebDriver, settings: Settings, tmp_path: Path) -> Iterator[AdminApi]:
-    """The admin server (API and UI) of this test's settings, a token per role."""
-    with running_admin(settings, tmp_path) as api:
+def admin_ui(
+    request: pytest.FixtureRequest, browser: WebDriver, settings: Settings, tmp_path: Path
+) -> Iterator[AdminApi]:
+    """The admin server (API and UI) of this test's settings, a token per role;
+    ``@pytest.mark.admin_settings(admin_bulk_batch=20)`` overrides admin settings."""
+    marker = request.node.get_closest_marker("admin_settings")
+    with running_admin(settings, tmp_path, **(marker.kwargs if marker else {})) as api:
         yield api
 
 
