@@ -22,8 +22,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from flagsched.runtime.clients import make_producer
 from flagsched.schemas.headers import RecordHeaders
-from tests.support.admin import running_admin
-from tests.support.browser import assert_accessible, console_errors, login
+from tests.support.browser import assert_accessible, console_errors
 from tests.support.pipeline import (
     add_flag,
     add_schedule,
@@ -199,8 +198,13 @@ def test_retry_now_reopens_a_dead_schedule_through_its_confirm_step(
     assert row["actor"] == "token:operator"
 
 
+#: Jaeger's UI, as docs/observability.md gives the template for it.
+JAEGER = "http://127.0.0.1:16686/trace/{trace_id}"
+
+
+@pytest.mark.admin_settings(trace_url_template=JAEGER)
 def test_attempts_link_to_their_trace_and_show_hostile_text_as_text(
-    browser, settings, db, tmp_path
+    browser, admin_ui, login_as, db
 ):
     add_flag(db, "traced")
     sid = add_schedule(db, "traced", {"enabled": True})
@@ -219,19 +223,17 @@ def test_attempts_link_to_their_trace_and_show_hostile_text_as_text(
         " last_error_class = 'lock_contention' WHERE id = %s",
         (hostile, sid),
     )
-    jaeger = "http://127.0.0.1:16686/trace/{trace_id}"  # Jaeger's UI (docs/observability.md)
-    with running_admin(settings, tmp_path, trace_url_template=jaeger) as api:
-        login(browser, api.url, api.tokens["viewer"])
-        browser.get(f"{api.url}/ui/flags/traced/schedules/{sid}")
-        [link] = nodes(browser, "table.attempts a.trace")
-        assert link["href"] == f"http://127.0.0.1:16686/trace/{trace_id}"
-        [row] = nodes(browser, "table.attempts tbody tr")
-        assert hostile in row["text"]  # shown as text: no element was made of it
-        assert css(browser, "#live img, #live b") == [] and browser.title != "owned"
-        labels = [m["text"] for m in nodes(browser, "svg.timeline g.mark text.label")]
-        assert labels[:3] == ["Attempt 1 failed", "Retry 1 in 1 hour", "Retry 2 in 1 hour"]
-        assert css(browser, "[data-action]") == []  # a viewer
-        assert_accessible(browser)
+    login_as("viewer")
+    browser.get(f"{admin_ui.url}/ui/flags/traced/schedules/{sid}")
+    [link] = nodes(browser, "table.attempts a.trace")
+    assert link["href"] == f"http://127.0.0.1:16686/trace/{trace_id}"
+    [row] = nodes(browser, "table.attempts tbody tr")
+    assert hostile in row["text"]  # shown as text: no element was made of it
+    assert css(browser, "#live img, #live b") == [] and browser.title != "owned"
+    labels = [m["text"] for m in nodes(browser, "svg.timeline g.mark text.label")]
+    assert labels[:3] == ["Attempt 1 failed", "Retry 1 in 1 hour", "Retry 2 in 1 hour"]
+    assert css(browser, "[data-action]") == []  # a viewer
+    assert_accessible(browser)
 
 
 def test_edit_from_the_detail_page_through_its_review_step(browser, admin_ui, login_as, db):
