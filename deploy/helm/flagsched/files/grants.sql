@@ -28,7 +28,10 @@ GRANT INSERT, UPDATE ON feature_flags, flag_schedules TO {{ .admin }};
 GRANT INSERT ON schedule_retry_attempts TO {{ .admin }};
 GRANT SELECT, INSERT ON admin_audit TO {{ .admin }};
 GRANT SELECT, INSERT, UPDATE, DELETE ON admin_outbox, admin_idempotency TO {{ .admin }};
-GRANT SELECT, INSERT, UPDATE ON admin_redrives, backoff_experiments TO {{ .admin }};
+GRANT SELECT, INSERT, UPDATE ON admin_redrives, backoff_experiments, admin_bulk_actions
+    TO {{ .admin }};
+-- the web UI's sessions and OIDC logins under way (deleted at logout and expiry)
+GRANT SELECT, INSERT, UPDATE, DELETE ON admin_ui_sessions, admin_ui_logins TO {{ .admin }};
 
 -- The notifier reads schedules (its messages' details, the retry backlog) and keeps
 -- its own delivery outbox.
