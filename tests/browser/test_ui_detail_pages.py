@@ -72,8 +72,9 @@ def live_attr(driver: WebDriver, name: str) -> str:
     return str(found or "")
 
 
-def click(driver: WebDriver, selector: str) -> None:
-    """Click the element; found again if the live part replaced it in between."""
+def click(driver: WebDriver, selector: str, *, arrive: str | None = None) -> None:
+    """Click the element (found again if the live part replaced it in between); with
+    ``arrive``, wait until the page whose URL holds it has loaded."""
 
     def clicked() -> bool:
         try:
@@ -83,6 +84,15 @@ def click(driver: WebDriver, selector: str) -> None:
         return True
 
     wait_until(clicked, timeout_s=10, what=f"a click on {selector}")
+    if arrive is not None:
+        wait_until(
+            lambda: (
+                arrive in driver.current_url
+                and driver.execute_script("return document.readyState") == "complete"
+            ),
+            timeout_s=15,
+            what=f"the page {arrive}",
+        )
 
 
 def test_the_timeline_grows_to_three_attempts_without_a_reload(
@@ -145,7 +155,7 @@ def test_cancel_from_the_detail_page_through_its_confirm_step(browser, admin_ui,
     planned = nodes(browser, "svg.timeline g.mark[data-planned=true] text.label")
     assert planned[0]["text"] == "Attempt 1 in 1 hour"
     assert_accessible(browser)
-    click(browser, "a[data-action='schedules.cancel']")
+    click(browser, "a[data-action='schedules.cancel']", arrive="/confirm/cancel")
     assert "/confirm/cancel" in browser.current_url
     assert status_is(db, sid, "pending"), "the confirm step changes nothing"
     assert_accessible(browser)
@@ -185,7 +195,7 @@ def test_retry_now_reopens_a_dead_schedule_through_its_confirm_step(
     assert live_attr(browser, "data-status") == "dead"
     assert not browser.find_element(By.ID, "live").get_attribute("hx-trigger")
     assert css(browser, "a[data-action='schedules.cancel']") == []  # dead: nothing to cancel
-    click(browser, "a[data-action='schedules.retry']")
+    click(browser, "a[data-action='schedules.retry']", arrive="/confirm/retry")
     assert "does not count against max_retries" in browser.page_source
     assert_accessible(browser)
     click(browser, "button[data-confirmed=retry]")
@@ -241,13 +251,13 @@ def test_edit_from_the_detail_page_through_its_review_step(browser, admin_ui, lo
     sid = add_schedule(db, "to.edit", {"enabled": True}, at=seconds_from_now(7200))
     login_as("operator")
     browser.get(f"{admin_ui.url}/ui/flags/to.edit/schedules/{sid}")
-    click(browser, "a[data-action='schedules.edit']")
+    click(browser, "a[data-action='schedules.edit']", arrive="/edit")
     assert_accessible(browser)
     browser.find_element(By.CSS_SELECTOR, "select[name=priority] option[value=critical]").click()
     field = browser.find_element(By.NAME, "max_retries")
     field.clear()
     field.send_keys("7")
-    click(browser, "form[action$='/edit/review'] button[type=submit]")
+    click(browser, "form[action$='/edit/review'] button[type=submit]", arrive="/edit/review")
     changed = [r.get_attribute("data-field") for r in css(browser, "table.changes tr[data-field]")]
     assert changed == ["max_retries", "priority"]
     assert schedule(db, sid)["priority"] == "normal", "the review changes nothing"
@@ -267,6 +277,18 @@ def test_a_viewer_sees_the_detail_page_without_actions(browser, admin_ui, login_
     assert css(browser, "[data-action]") == []
     browser.get(f"{admin_ui.url}/ui/flags/viewed/schedules/{sid}/confirm/cancel")
     assert css(browser, "button[data-confirmed]") == []
+    # What the operator's confirm button would post, with the viewer's own session and
+    # CSRF token: refused by the access table, and nothing changes.
+    csrf = browser.find_element(By.NAME, "csrf_token").get_attribute("value")
+    for verb in ("cancel", "retry", "edit"):
+        forged = browser.execute_async_script(
+            _POST,
+            f"/ui/flags/viewed/schedules/{sid}/{verb}",
+            {"csrf_token": csrf, "priority": "critical"},
+        )
+        assert forged["status"] == 403 and "may not" in forged["body"], (verb, forged)
+    row = schedule(db, sid)
+    assert (row["status"], row["priority"]) == ("pending", "normal")
 
 
 def test_redrive_dead_letters_through_the_dry_run_and_the_confirm_step(
@@ -299,14 +321,14 @@ def test_redrive_dead_letters_through_the_dry_run_and_the_confirm_step(
     assert "<b>k</b>" in css(browser, "#poison-list tr[data-offset]")[0].text
     assert_accessible(browser)
 
-    click(browser, "a[data-action='dead_letters.redrive']")
+    click(browser, "a[data-action='dead_letters.redrive']", arrive="/dead-letters/redrive")
     count = browser.find_element(By.CSS_SELECTOR, "#dry-run [data-count]")
     assert count.get_attribute("data-count") == "6"
     assert all(status_is(db, s, "dead") for s in ids), "the dry run changes nothing"
     assert_accessible(browser)
     rate = browser.find_element(By.NAME, "rate_per_s")
     rate.send_keys("3")
-    click(browser, "form[aria-label='Redrive limits'] button")
+    click(browser, "form[aria-label='Redrive limits'] button", arrive="rate_per_s=3")
     assert browser.find_element(By.CSS_SELECTOR, "#dry-run [data-count]").text == "6"
     click(browser, "button[data-confirmed=redrive]")
     wait_until(lambda: "/ui/redrives/" in browser.current_url, what="the progress page")
