@@ -3,10 +3,14 @@ may do what (a viewer sees no action buttons; forged and token-less POSTs get 40
 
 from __future__ import annotations
 
+import os
+import time
+
 import httpx
 import pytest
 from selenium.webdriver.common.by import By
 
+from flagsched.admin.service.tokens import read_file
 from tests.support.browser import console_errors
 from tests.support.pipeline import add_flag, add_schedule, seconds_from_now
 
@@ -44,6 +48,19 @@ def test_a_token_logs_in_with_a_strict_session_cookie_and_a_bad_one_does_not(
 
     browser.find_element(By.CSS_SELECTOR, "form[action='/ui/logout'] button").click()
     browser.get(admin_ui.url + "/ui/")
+    assert "/ui/login" in browser.current_url
+
+
+def test_deleting_a_token_ends_the_sessions_it_opened(browser, admin_ui, login_as, tmp_path):
+    login_as("admin")
+    browser.get(admin_ui.url + "/ui/schedules")
+    assert "/ui/login" not in browser.current_url
+    path = tmp_path / "tokens.json"
+    tokens = read_file(path)
+    tokens.tokens = [t for t in tokens.tokens if t.role != "admin"]
+    path.write_text(tokens.model_dump_json(), "utf-8")
+    os.utime(path, (time.time() + 5, time.time() + 5))  # a new mtime even within one tick
+    browser.get(admin_ui.url + "/ui/schedules")
     assert "/ui/login" in browser.current_url
 
 

@@ -41,10 +41,13 @@ def test_bulk_retry_of_a_filtered_set_of_200_reaches_200(browser, admin_ui, logi
     browser.find_element(By.CSS_SELECTOR, "[data-action=confirm]").click()
 
     def progress() -> tuple[str, str]:
-        section = browser.find_elements(By.ID, "bulk-progress")
-        if not section:
-            return "", ""
-        return section[0].get_attribute("data-status") or "", section[0].text
+        # One script call: htmx replaces the section every second, so a found element
+        # may be stale by the next WebDriver call.
+        got = browser.execute_script(
+            "const s = document.getElementById('bulk-progress');"
+            "return s ? [s.dataset.status, s.innerText] : ['', ''];"
+        )
+        return got[0], got[1]
 
     wait_until(lambda: progress()[1], what="the progress view")
     first_url = browser.current_url

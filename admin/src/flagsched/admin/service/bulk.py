@@ -44,12 +44,15 @@ SAMPLE = 10
 APPLIES_TO: dict[str, tuple[Status, ...]] = {"cancel": LIVE, "retry": ("retrying", "dead")}
 
 
-def as_filter(sel: ScheduleSelection, action: BulkKind) -> ScheduleFilter:
-    """The list filter of ``sel``, narrowed to the statuses ``action`` applies to."""
+def as_filter(sel: ScheduleSelection, action: BulkKind) -> ScheduleFilter | None:
+    """The list filter of ``sel``, narrowed to the statuses ``action`` applies to (None:
+    the filter names only statuses the action does not apply to, so nothing matches)."""
     wanted = APPLIES_TO[action]
     statuses = [s for s in sel.status if s in wanted] if sel.status else list(wanted)
+    if not statuses:
+        return None
     return ScheduleFilter(
-        status=statuses or ["__none__"],  # type: ignore[list-item]  # matches nothing
+        status=statuses,
         flag_key=sel.flag_key,
         flag_prefix=sel.flag_prefix,
         priority=sel.priority.value if sel.priority else None,
@@ -65,8 +68,10 @@ def _check(actor: Actor, action: BulkKind) -> None:
 
 
 def _select(
-    conn: DictConnection, actor: Actor, f: ScheduleFilter, *, limit: int, columns: str = "id"
+    conn: DictConnection, actor: Actor, f: ScheduleFilter | None, *, limit: int, columns: str = "id"
 ) -> list[dict[str, Any]]:
+    if f is None:
+        return []
     where, params = where_schedules(f, actor)
     sql = f"SELECT {columns} FROM flag_schedules WHERE {' AND '.join(where)} ORDER BY id LIMIT %s"
     return conn.execute(sql, (*params, limit)).fetchall()
@@ -76,12 +81,15 @@ def plan(conn: DictConnection, env: Env, actor: Actor, req: BulkActionRequest) -
     """How many schedules ``req`` would touch, and the first few of them."""
     _check(actor, req.action)
     f = as_filter(req.filter, req.action)
-    where, params = where_schedules(f, actor)
-    row = conn.execute(
-        f"SELECT count(*) AS n FROM flag_schedules WHERE {' AND '.join(where)}", params
-    ).fetchone()
+    count = 0
+    if f is not None:
+        where, params = where_schedules(f, actor)
+        row = conn.execute(
+            f"SELECT count(*) AS n FROM flag_schedules WHERE {' AND '.join(where)}", params
+        ).fetchone()
+        count = int(row["n"]) if row else 0
     sample = [to_schedule(r) for r in _select(conn, actor, f, limit=SAMPLE, columns="*")]
-    return BulkPlan(action=req.action, count=int(row["n"]) if row else 0, sample=sample)
+    return BulkPlan(action=req.action, count=count, sample=sample)
 
 
 def to_bulk(row: dict[str, Any]) -> BulkAction:

@@ -101,6 +101,12 @@ class TokenStore:
             self._by_id = {t.id: t for t in read_file(self._path).tokens}
             self._mtime = mtime
 
+    def get(self, token_id: str) -> TokenRecord | None:
+        """The record with ``token_id`` as the file says now (None: deleted)."""
+        with self._lock:
+            self._refresh()
+            return self._by_id.get(token_id)
+
     def verify(self, token: str) -> TokenRecord | None:
         """The record of ``token``, or None (unknown, malformed or wrong secret)."""
         if not token.startswith(PREFIX):

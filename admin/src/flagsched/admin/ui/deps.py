@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
+from flagsched.admin.api.auth import Authenticator
 from flagsched.admin.service.access import Actor
 from flagsched.admin.service.core import AdminService
 from flagsched.admin.settings import AdminSettings
@@ -78,8 +80,25 @@ def find_session(request: Request) -> sessions.Session | None:
     svc: AdminService = request.app.state.service
     with svc.connection() as conn:
         found = sessions.find(conn, sid)
+        if found is not None and not _token_still_valid(request, found):
+            sessions.delete(conn, sid)
+            found = None
     request.state.ui_session = found
     return found
+
+
+def _token_still_valid(request: Request, session: sessions.Session) -> bool:
+    """A session opened with a static token lasts only while the token exists with the
+    same role and prefixes (the file is re-read when it changes)."""
+    if session.token_id is None:
+        return True
+    auth: Authenticator = request.app.state.authenticator
+    record = auth.tokens.get(session.token_id)
+    return (
+        record is not None
+        and record.role == session.actor.role
+        and tuple(record.prefixes) == session.actor.prefixes
+    )
 
 
 def _on_request(request: Request, session: sessions.Session) -> Actor:
@@ -133,7 +152,7 @@ def action(needed: str) -> Callable[[Request], Awaitable[Page]]:
     async def dependency(request: Request) -> Page:
         check_origin(request)
         form = await read_form(request)
-        session = find_session(request)
+        session = await run_in_threadpool(find_session, request)  # a database query
         if session is None:
             raise UiError(403, "no session: log in again")
         given = request.headers.get(CSRF_HEADER) or first(form, CSRF_FIELD)

@@ -31,20 +31,25 @@ class Session:
     actor: Actor
     csrf_token: str
     expires_at: datetime
+    #: The static token it was opened with (None: OIDC).
+    token_id: str | None = None
 
 
-def create(conn: DictConnection, actor: Actor, ttl_s: float) -> tuple[str, Session]:
-    """A new session for ``actor``: (the cookie value, the session)."""
+def create(
+    conn: DictConnection, actor: Actor, ttl_s: float, *, token_id: str | None = None
+) -> tuple[str, Session]:
+    """A new session for ``actor`` (opened with static token ``token_id``, if any):
+    (the cookie value, the session)."""
     sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     expires = datetime.now(UTC) + timedelta(seconds=ttl_s)
     with conn.transaction():
         conn.execute("DELETE FROM admin_ui_sessions WHERE expires_at < now()")
         conn.execute(
-            "INSERT INTO admin_ui_sessions (id_hash, actor, role, prefixes, csrf_token,"
-            " expires_at) VALUES (%s, %s, %s, %s, %s, %s)",
-            (digest(sid), actor.name, actor.role, list(actor.prefixes), csrf, expires),
+            "INSERT INTO admin_ui_sessions (id_hash, actor, role, prefixes, token_id,"
+            " csrf_token, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (digest(sid), actor.name, actor.role, list(actor.prefixes), token_id, csrf, expires),
         )
-    return sid, Session(Actor(actor.name, actor.role, actor.prefixes), csrf, expires)
+    return sid, Session(Actor(actor.name, actor.role, actor.prefixes), csrf, expires, token_id)
 
 
 def find(conn: DictConnection, sid: str) -> Session | None:
@@ -56,7 +61,7 @@ def find(conn: DictConnection, sid: str) -> Session | None:
     if row is None:
         return None
     actor = Actor(name=row["actor"], role=row["role"], prefixes=tuple(row["prefixes"]))
-    return Session(actor, row["csrf_token"], row["expires_at"])
+    return Session(actor, row["csrf_token"], row["expires_at"], row["token_id"])
 
 
 def delete(conn: DictConnection, sid: str) -> None:

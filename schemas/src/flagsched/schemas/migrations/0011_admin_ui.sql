@@ -3,12 +3,14 @@
 -- A browser session: the cookie holds an opaque random id, the table only its SHA-256,
 -- so a leaked table cannot be replayed as a cookie. The actor is fixed at login (a
 -- static token or an OIDC id token) with its role and prefixes; the CSRF token is
--- the session's own and travels in every form and htmx request.
+-- the session's own and travels in every form and htmx request. A session opened with
+-- a static token keeps its id: deleting the token (or changing its role) ends it.
 CREATE TABLE admin_ui_sessions (
     id_hash     bytea       PRIMARY KEY CHECK (octet_length(id_hash) = 32),
     actor       text        NOT NULL,
     role        text        NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
     prefixes    text[]      NOT NULL DEFAULT '{}',
+    token_id    text,
     csrf_token  text        NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
     expires_at  timestamptz NOT NULL

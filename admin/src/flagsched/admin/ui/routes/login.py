@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from flagsched.admin.api.auth import Authenticator
 from flagsched.admin.service.access import Actor
@@ -72,10 +73,10 @@ def _login_page(request: Request, *, next_url: str, error: str = "", status: int
     return response
 
 
-def _start_session(request: Request, actor: Actor, next_url: str) -> Response:
+def _start_session(request: Request, actor: Actor, next_url: str, token_id: str | None) -> Response:
     settings = ui_settings(request)
     with _service(request).connection() as conn:
-        sid, _ = sessions.create(conn, actor, settings.admin_ui_session_ttl_s)
+        sid, _ = sessions.create(conn, actor, settings.admin_ui_session_ttl_s, token_id=token_id)
     log.info("ui login of %s role=%s request=%s", actor.name, actor.role, request.state.request_id)
     response = RedirectResponse(safe_next(next_url), status_code=303)
     set_session_cookie(response, sid, settings.admin_ui_session_ttl_s)
@@ -94,16 +95,19 @@ def login_form(request: Request, next: Annotated[str, Query(max_length=2000)] = 
 async def login_with_token(request: Request) -> Response:
     check_origin(request)
     form = await read_form(request)
-    next_url = safe_next((form.get("next") or ["/ui/"])[0])
+    next_url = safe_next(first(form, "next"))
     cookie = request.cookies.get(LOGIN_COOKIE)
     if cookie is None or not token_matches(cookie, first(form, CSRF_FIELD)):
         raise UiError(403, "the login form's CSRF token is missing or stale: reload the page")
-    token = (form.get("token") or [""])[0].strip()
+    token = (first(form, "token") or "").strip()
     auth: Authenticator = request.app.state.authenticator
-    actor = auth.actor(token) if token else None
+    # The token file and the session table are blocking I/O: off the event loop.
+    actor = await run_in_threadpool(auth.actor, token) if token else None
     if actor is None:
         return _login_page(request, next_url=next_url, error="That token is not valid.", status=401)
-    return _start_session(request, actor, next_url)
+    record = await run_in_threadpool(auth.tokens.verify, token)  # None: an OIDC JWT
+    token_id = record.id if record is not None else None
+    return await run_in_threadpool(_start_session, request, actor, next_url, token_id)
 
 
 @router.get("/login/oidc")
