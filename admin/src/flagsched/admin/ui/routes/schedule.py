@@ -113,7 +113,7 @@ def confirm_page(
         ctx.request,
         "schedule_confirm.html",
         {
-            "title": f"{label}: schedule {schedule_id}",
+            "title": f"{label}? Schedule {schedule_id}",
             "nav": "/ui/schedules",
             "s": detail.schedule,
             "verb": verb,
