@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, Path
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
+from flagsched.admin.api.deps import FLAG_KEY_PATTERN
 from flagsched.admin.service.errors import AdminError
 from flagsched.admin.service.models import LIVE, ScheduleDetail, ScheduleEdit
 from flagsched.admin.timeline import build_timeline, tier_path
@@ -29,7 +30,6 @@ from flagsched.admin.ui.render import render
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
-FLAG_KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,200}$"
 FlagKey = Annotated[str, Path(alias="flagKey", pattern=FLAG_KEY_PATTERN)]
 ScheduleId = Annotated[int, Path(alias="scheduleId", ge=1, le=2**63 - 1)]
 _ONE = "/flags/{flagKey}/schedules/{scheduleId}"
@@ -56,7 +56,7 @@ def detail_url(flag_key: str, schedule_id: int) -> str:
     return f"/ui/flags/{flag_key}/schedules/{schedule_id}"
 
 
-def live_context(ctx: Page, detail: ScheduleDetail) -> dict[str, Any]:
+def live_context(detail: ScheduleDetail) -> dict[str, Any]:
     """What the live part of the page shows: the timeline and whether to keep polling."""
     s = detail.schedule
     now = datetime.now(UTC)
@@ -82,7 +82,7 @@ def schedule_page(
     ctx: Page = Depends(page("schedules.read")),  # noqa: B008
 ) -> HTMLResponse:
     detail = ctx.service.show(ctx.actor, flag_key, schedule_id)
-    context = live_context(ctx, detail) | {
+    context = live_context(detail) | {
         "title": f"Schedule {schedule_id}",
         "nav": "/ui/schedules",
         "done": done if done in ("retry", "cancel", "edit") else "",
@@ -97,7 +97,7 @@ def schedule_live(
     ctx: Page = Depends(page("schedules.read")),  # noqa: B008
 ) -> HTMLResponse:
     detail = ctx.service.show(ctx.actor, flag_key, schedule_id)
-    return render(ctx.request, "_schedule_live.html", live_context(ctx, detail))
+    return render(ctx.request, "_schedule_live.html", live_context(detail))
 
 
 @router.get(_ONE + "/confirm/{verb}")
@@ -139,7 +139,7 @@ def _act(ctx: Page, verb: Verb, flag_key: str, schedule_id: int) -> Response:
         return render(
             ctx.request,
             "schedule.html",
-            live_context(ctx, detail)
+            live_context(detail)
             | {"title": f"Schedule {schedule_id}", "nav": "/ui/schedules", "done": ""}
             | {"error": f"{CONFIRM[verb][0]} failed: {exc.detail}"},
             status=exc.status,
