@@ -3,7 +3,9 @@ may do what (a viewer sees no action buttons; forged and token-less POSTs get 40
 
 from __future__ import annotations
 
+import http.server
 import os
+import threading
 import time
 
 import httpx
@@ -12,7 +14,7 @@ from selenium.webdriver.common.by import By
 
 from flagsched.admin.service.tokens import read_file
 from tests.support.browser import console_errors
-from tests.support.pipeline import add_flag, add_schedule, seconds_from_now
+from tests.support.pipeline import add_flag, add_schedule, seconds_from_now, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -127,3 +129,41 @@ def test_a_post_without_the_csrf_token_or_from_another_origin_is_refused(
         )
     assert answer.status_code == 403 and "Origin" in answer.text
     assert db.execute("SELECT status FROM flag_schedules").fetchone()["status"] == "pending"
+
+
+def test_a_cross_site_form_posted_by_another_page_is_refused(browser, admin_ui, login_as, db):
+    add_flag(db, "f")
+    add_schedule(db, "f", {"enabled": True}, at=seconds_from_now(3600))
+    login_as("operator")
+    page = f"""<!doctype html><html lang="en"><title>prize</title><body>
+<form id="f" method="post" action="{admin_ui.url}/ui/bulk-actions">
+<input name="action" value="cancel"><input name="status" value="pending"></form>
+<script>document.getElementById("f").submit()</script></body></html>""".encode()
+
+    class Attacker(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args):
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        # "localhost" is another site than "127.0.0.1": the session cookie (Strict) stays
+        # home, and the Origin check refuses the request anyway.
+        browser.get(f"http://localhost:{server.server_address[1]}/")
+        wait_until(lambda: browser.current_url.startswith(admin_ui.url), what="the form post")
+        refusal = browser.find_element(By.CSS_SELECTOR, "[data-status]")
+        assert refusal.get_attribute("data-status") == "403"
+        assert "Origin" in refusal.text
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert db.execute("SELECT status FROM flag_schedules").fetchone()["status"] == "pending"
+    assert db.execute("SELECT count(*) AS n FROM admin_bulk_actions").fetchone()["n"] == 0

@@ -142,3 +142,35 @@ def test_a_job_left_running_is_resumed_by_the_next_server(settings, db, tmp_path
         (ids,),
     ).fetchone()
     assert left["n"] == 0
+
+
+def test_a_row_the_database_refuses_is_skipped_and_the_rest_go_on(settings, db, tmp_path):
+    add_flag(db, "bad")
+    ids = [add_schedule(db, "bad", {"enabled": True}, at=seconds_from_now(900)) for _ in range(5)]
+    # A hostile row: attempt 1 is already recorded, so the cancel's own attempt row for
+    # attempt 1 violates the attempts' primary key (a real constraint violation).
+    db.execute(
+        "INSERT INTO schedule_retry_attempts (schedule_id, attempt, started_at, finished_at,"
+        " outcome) VALUES (%s, 1, now(), now(), 'retry')",
+        (ids[2],),
+    )
+    body = {"action": "cancel", "filter": {"flag_key": "bad"}, "dry_run": False}
+    with running_admin(settings, tmp_path) as api, api.client("operator") as c:
+        job = c.post(_URL, json=body).json()
+        final = wait_until(
+            lambda: (
+                (j := c.get(f"/api/admin/bulk-actions/{job['id']}").json())["status"] == "done"
+                and j
+            ),
+            timeout_s=60,
+            what="the bulk cancel",
+        )
+    assert (final["done"], final["skipped"]) == (4, 1)
+    rows = db.execute("SELECT id, status FROM flag_schedules ORDER BY id").fetchall()
+    assert [r["status"] for r in rows] == [
+        "cancelled",
+        "cancelled",
+        "pending",
+        "cancelled",
+        "cancelled",
+    ]

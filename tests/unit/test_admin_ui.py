@@ -125,3 +125,21 @@ def test_the_chart_draws_every_minute_inside_its_frame():
 def test_templates_escape_what_they_are_given():
     out = environment().from_string("{{ x }}").render(x='<script>alert("x")</script>')
     assert out == "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;"
+
+
+@pytest.mark.parametrize("allowed", [True, False])
+def test_the_action_button_macro_carries_the_csrf_token_and_hides_from_a_lower_role(allowed):
+    template = environment().from_string(
+        '{% import "macros.html" as ui with context %}'
+        '{{ ui.action_button("/ui/x", "Cancel", "schedules.cancel",'
+        ' hidden={"a": "<1>", "b": ["2", "3"]}, confirm="Cancel \\"it\\"?") }}'
+    )
+    html = template.render(can=lambda action: allowed, csrf_token="tok&en")
+    if not allowed:
+        assert html.strip() == ""
+        return
+    assert 'name="csrf_token" value="tok&amp;en"' in html
+    assert 'name="a" value="&lt;1&gt;"' in html
+    assert html.count('name="b"') == 2
+    assert 'data-confirm="Cancel &#34;it&#34;?"' in html
+    assert 'data-action="schedules.cancel"' in html

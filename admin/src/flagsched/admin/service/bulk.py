@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from flagsched.admin.service import audit, schedules_write
@@ -151,12 +152,23 @@ def get(conn: DictConnection, bulk_id: int) -> BulkAction:
 
 
 def _one(conn: DictConnection, env: Env, actor: Actor, action: str, row: dict[str, Any]) -> bool:
-    """Apply ``action`` to one schedule in a savepoint; False if it no longer applies."""
+    """Apply ``action`` to one schedule in a savepoint; False if it no longer applies or
+    the row itself is refused (a bad row harms only itself; an outage fails the batch)."""
     act = schedules_write.cancel if action == "cancel" else schedules_write.retry
     try:
         with conn.transaction():
             act(conn, env, actor, row["flag_key"], int(row["id"]))
     except AdminError:  # moved on since the selection (or out of the creator's prefixes)
+        return False
+    except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
+        log.warning(
+            "schedule=%s flag=%s bulk %s refused by the database: %s request=%s",
+            row["id"],
+            row["flag_key"],
+            action,
+            type(exc).__name__,
+            actor.request_id,
+        )
         return False
     return True
 
