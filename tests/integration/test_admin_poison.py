@@ -30,6 +30,7 @@ def test_a_poison_record_is_listed_and_republished_by_an_admin(settings, db, tmp
         [item] = listed
         assert (item["partition"], item["offset"]) == (dead.partition, dead.offset)
         assert item["value_preview"] == "{not json" and item["origin_topic"] == layout.due
+        assert item["value_escaped"] == "{not json" and item["value_bytes"] == 9
         body = {"partition": dead.partition, "offset": dead.offset}
         with api.client("operator") as operator:
             assert (

@@ -69,6 +69,10 @@ def test_failures_success_by_attempt_and_backlog(settings, db, dsn):
     shares = [(a.attempt, a.applied, a.share, a.cumulative) for a in stats.applied_by_attempt]
     assert shares == [(1, 1, 0.5, 0.5), (3, 1, 0.5, 1.0)]
     assert (stats.applied, stats.exhausted, stats.first_attempt_share) == (2, 0, 0.5)
+    # Attempt 1 ran three times (applied, lock contention, flag not found), 2 once
+    # (contention) and 3 once (applied).
+    rates = [(r.attempt, r.finished, r.applied, r.rate) for r in stats.success_by_attempt]
+    assert rates == [(1, 3, 1, 1 / 3), (2, 1, 0, 0.0), (3, 1, 1, 1.0)]
     assert stats.suggestion is not None
     assert (stats.suggestion.attempts, stats.suggestion.max_retries) == (3, 2)
     assert stats.suggestion.sample_size == 2
@@ -78,6 +82,7 @@ def test_failures_success_by_attempt_and_backlog(settings, db, dsn):
     assert "50.0% of schedules that were applied succeeded on attempt 1." in text
     assert "max_retries suggestion: 2 -- 99% of the 2 applied or exhausted" in text
     assert "FlagNotFound: flag <str> does not exist" in text
+    assert "        1        3        1   33.3%" in text
     assert json.loads(stats.to_json())["suggestion"]["max_retries"] == 2
 
     before = failure_stats(db, since - timedelta(hours=1), since)

@@ -23,6 +23,7 @@ import pytest
 from flagsched.producer.dispatcher import Dispatcher
 from flagsched.runtime.settings import Settings
 from flagsched.runtime.telemetry.tracing import Tracing, setup_tracing
+from tests.support.admin import running_admin
 from tests.support.jaeger import Jaeger
 from tests.support.pipeline import (
     Running,
@@ -82,7 +83,12 @@ def otlp_spans(document: Any) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_jaeger_shows_one_trace_for_a_schedule_that_failed_twice(
-    settings: Settings, db: Any, dsn: str, jaeger: Jaeger, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    db: Any,
+    dsn: str,
+    jaeger: Jaeger,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     dispatching = provider_for(settings, "flagsched-dispatcher", monkeypatch)
     working = provider_for(settings, "flagsched-worker", monkeypatch)
@@ -176,3 +182,22 @@ def test_jaeger_shows_one_trace_for_a_schedule_that_failed_twice(
     assert services == {"flagsched-dispatcher", "flagsched-worker"}
     status, _page = jaeger.get(f"/trace/{trace_id}")
     assert status == 200
+
+    # The admin API's (and UI's) trace links, built from FLAGSCHED_TRACE_URL_TEMPLATE as
+    # docs/observability.md says for Jaeger, name this trace in Jaeger's UI.
+    template = f"{jaeger.query_url}/trace/{{trace_id}}"
+    with (
+        running_admin(settings, tmp_path, trace_url_template=template) as api,
+        api.client("viewer") as client,
+    ):
+        detail = client.get(f"/api/admin/flags/viewed/schedules/{sid}").json()
+    links = {a["trace_url"] for a in detail["attempts"]}
+    assert links == {f"{jaeger.query_url}/trace/{trace_id}"}
+    (link,) = links
+    # A Jaeger built from its Go module has no UI assets (the route serves Jaeger's
+    # placeholder page), so the check is the UI's route and the API its page loads.
+    status, page = jaeger.get(link.removeprefix(jaeger.query_url))
+    assert status == 200 and b"<html" in page.lower(), page[:200]
+    # What Jaeger's UI page at that link loads: the same trace id, the four spans.
+    (shown,) = jaeger.get_json("/api/traces/" + link.rsplit("/", 1)[1])["data"]
+    assert shown["traceID"] == trace_id and len(shown["spans"]) == 4

@@ -29,8 +29,10 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from flagsched.devstack import DevStack, Endpoints
 from flagsched.devstack.endpoints import DATABASE_ENV, KAFKA_ENV
+from flagsched.runtime.clients import make_producer
 from flagsched.runtime.settings import Settings, load_settings
 from flagsched.schemas.events import BreakerState, ControlEvent
+from flagsched.schemas.headers import DLT_REASON, ERROR_CLASS, ERROR_MESSAGE, ORIGIN_TOPIC
 from tests.support.admin import running_admin
 from tests.support.browser import chrome, login
 from tests.support.notify import publish
@@ -165,6 +167,111 @@ def bulk_progress(s: Shot) -> None:
     )
 
 
+# --- the schedule detail, dead-letter and stats pages --------------------------------
+
+#: The trace links point at a local Jaeger's UI (docs/observability.md).
+TRACE_URL_TEMPLATE = "http://127.0.0.1:16686/trace/{trace_id}"
+
+
+def _retrying_schedule(db: psycopg.Connection[Any]) -> int:
+    """A schedule that failed twice on a held lock and waits for retry 2 (in ~2 min)."""
+    sid = add_schedule(
+        db,
+        "checkout.new-flow",
+        {"rollout_percentage": 50},
+        at=seconds_from_now(-130),
+        retry_policy={"base_s": 60, "multiplier": 2, "cap_s": 3600, "max_retries": 5},
+    )
+    message = "FlagLocked: flag 'checkout.new-flow' is locked by another transaction"
+    for attempt, ago_s in ((1, 129.0), (2, 8.0)):
+        db.execute(
+            "INSERT INTO schedule_retry_attempts (schedule_id, attempt, started_at,"
+            " finished_at, due_at, lateness_ms, outcome, error_class, error_message,"
+            " next_attempt_at, worker, trace_id) VALUES (%(id)s, %(n)s,"
+            " now() - %(ago)s * interval '1 second', now() - %(ago)s * interval '1 second',"
+            " now() - %(ago)s * interval '1 second', %(late)s, 'retry', 'lock_contention',"
+            " %(msg)s, now() + interval '112 seconds', 'worker-7f3a', %(trace)s)",
+            {
+                "id": sid,
+                "n": attempt,
+                "ago": ago_s,
+                "late": 14.0 + attempt,
+                "msg": message,
+                "trace": "4bf92f3577b34da6a3ce929d0e0e4736",
+            },
+        )
+    db.execute(
+        "UPDATE flag_schedules SET status = 'retrying', retry_count = 2, dispatched_at ="
+        " now() - interval '130 seconds', first_failed_at = now() - interval '129 seconds',"
+        " next_retry_at = now() + interval '112 seconds', last_error = %s,"
+        " last_error_class = 'lock_contention' WHERE id = %s",
+        (message, sid),
+    )
+    return sid
+
+
+def schedule_detail(s: Shot) -> None:
+    sid = s.ids.setdefault("detail", _retrying_schedule(s.db))
+    s.driver.get(f"{s.url}/ui/flags/checkout.new-flow/schedules/{sid}")
+
+
+def schedule_confirm(s: Shot) -> None:
+    schedule_detail(s)  # the link's target (the live part is replaced every second)
+    link = s.driver.execute_script(
+        "return document.querySelector(\"a[data-action='schedules.cancel']\").href"
+    )
+    s.driver.get(link)
+
+
+def _poison(settings: Settings) -> None:
+    layout = settings.topic_layout()
+    producer = make_producer(settings)
+    headers = [
+        (DLT_REASON, b"poison"),
+        (ERROR_CLASS, b"poison"),
+        (ERROR_MESSAGE, b"DecodeError: the value is not a schedule wake-up (not JSON)"),
+        (ORIGIN_TOPIC, layout.due.encode()),
+    ]
+    value = b'\xff\xfe{"schedule_id": 12, <script>alert(1)</script>\x00'
+    producer.send(layout.dead_letter, key=b"checkout.new-flow", value=value, headers=headers)
+    producer.flush(timeout=30)
+    producer.close()
+
+
+def dead_letters(s: Shot) -> None:
+    if "poison" not in s.ids:
+        _poison(s.settings)
+        s.ids["poison"] = True
+    s.driver.get(f"{s.url}/ui/dead-letters?flag_prefix=billing.")
+    wait_until(
+        lambda: s.driver.find_elements(By.CSS_SELECTOR, "#poison-list td.bytes"),
+        timeout_s=30,
+        what="the poison record",
+    )
+
+
+def redrive_dry_run(s: Shot) -> None:
+    if "admin" not in s.ids:  # redriving needs the admin role
+        s.driver.delete_all_cookies()
+        login(s.driver, s.url, s.ids["tokens"]["admin"])
+        s.ids["admin"] = True
+    s.driver.get(f"{s.url}/ui/dead-letters/redrive?flag_prefix=billing.")
+
+
+def redrive_progress(s: Shot) -> None:
+    redrive_dry_run(s)
+    s.driver.find_element(By.CSS_SELECTOR, "button[data-confirmed=redrive]").click()
+    wait_until(
+        lambda: s.driver.find_element(By.ID, "progress").get_attribute("data-status") == "done",
+        timeout_s=60,
+        what="the redrive",
+    )
+
+
+def stats(s: Shot) -> None:
+    s.driver.get(f"{s.url}/ui/stats")
+
+
 def login_page(s: Shot) -> None:
     s.driver.delete_all_cookies()
     s.driver.get(s.url + "/ui/login")
@@ -176,6 +283,12 @@ PAGES: dict[str, Callable[[Shot], None]] = {
     "schedules": schedules,
     "bulk-confirm": bulk_confirm,
     "bulk-progress": bulk_progress,
+    "schedule-detail": schedule_detail,
+    "schedule-confirm": schedule_confirm,
+    "dead-letters": dead_letters,
+    "redrive-dry-run": redrive_dry_run,
+    "redrive-progress": redrive_progress,
+    "stats": stats,
     "login": login_page,
 }
 
@@ -194,8 +307,11 @@ def _services() -> Iterator[Endpoints]:
 
 
 def _full_page(driver: WebDriver, path: Path) -> None:
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, max(700, min(int(height) + 20, 2400)))
+    # The window's height includes the browser's own bars (outer - inner height).
+    height = driver.execute_script(
+        "return document.documentElement.scrollHeight + window.outerHeight - window.innerHeight"
+    )
+    driver.set_window_size(1280, max(700, min(int(height) + 20, 2600)))
     driver.save_screenshot(str(path))
     driver.set_window_size(1280, 900)
 
@@ -210,10 +326,20 @@ def main(argv: list[str] | None = None) -> int:
         make_template(ends.database_url)
         try:
             dsn = fresh_database(ends.database_url)
-            settings = test_settings(ends.kafka_bootstrap_servers, dsn)
+            # The default tier ladder, so the tier hops and the backlog read as in production.
+            settings = test_settings(
+                ends.kafka_bootstrap_servers,
+                dsn,
+                retry_tiers_s=Settings.model_fields["retry_tiers_s"].default,
+            )
             setup_topics(settings)
-            with connect(dsn) as db, running_admin(settings, Path(tmp)) as api, chrome() as driver:
+            with (
+                connect(dsn) as db,
+                running_admin(settings, Path(tmp), trace_url_template=TRACE_URL_TEMPLATE) as api,
+                chrome() as driver,
+            ):
                 shot = Shot(driver, api.url, settings, db, seed(db, settings))
+                shot.ids["tokens"] = api.tokens
                 login(driver, api.url, api.tokens["operator"])
                 for name in args.pages or list(PAGES):
                     PAGES[name](shot)

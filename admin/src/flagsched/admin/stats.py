@@ -45,6 +45,13 @@ SELECT attempt, count(*) FILTER (WHERE outcome = 'applied') AS applied,
    AND (outcome = 'applied' OR dlt_reason = 'exhausted')
  GROUP BY attempt ORDER BY attempt
 """
+_TRIES = """
+SELECT attempt, count(*) AS finished, count(*) FILTER (WHERE outcome = 'applied') AS applied
+  FROM schedule_retry_attempts
+ WHERE finished_at >= %(since)s AND finished_at < %(until)s
+   AND outcome IN ('applied', 'retry', 'dead')
+ GROUP BY attempt ORDER BY attempt
+"""
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,18 @@ class AttemptShare:
     applied: int
     share: float
     cumulative: float
+
+
+@dataclass(frozen=True)
+class AttemptRate:
+    """How often attempt number ``attempt`` succeeded when it ran: of the attempts with
+    that number that applied, failed or dead-lettered (cancelled and superseded ones
+    are not tries), the share that applied."""
+
+    attempt: int
+    finished: int
+    applied: int
+    rate: float
 
 
 @dataclass(frozen=True)
@@ -118,6 +137,7 @@ class Stats:
     until: datetime
     failures: tuple[FailureGroup, ...]
     applied_by_attempt: tuple[AttemptShare, ...]
+    success_by_attempt: tuple[AttemptRate, ...]
     applied: int
     exhausted: int
     suggestion: RetrySuggestion | None
@@ -149,6 +169,7 @@ def failure_stats(
     with conn.cursor(row_factory=dict_row) as cur:
         failure_rows = cur.execute(_FAILURES, window).fetchall()
         endings = cur.execute(_ENDINGS, window).fetchall()
+        tries = cur.execute(_TRIES, window).fetchall()
     applied_by = [(int(r["attempt"]), int(r["applied"])) for r in endings if r["applied"]]
     exhausted_by = [(int(r["attempt"]), int(r["exhausted"])) for r in endings if r["exhausted"]]
     applied = sum(n for _, n in applied_by)
@@ -161,6 +182,15 @@ def failure_stats(
         until=until,
         failures=_group(failure_rows),
         applied_by_attempt=tuple(shares),
+        success_by_attempt=tuple(
+            AttemptRate(
+                int(r["attempt"]),
+                int(r["finished"]),
+                int(r["applied"]),
+                int(r["applied"]) / int(r["finished"]),
+            )
+            for r in tries
+        ),
         applied=applied,
         exhausted=sum(n for _, n in exhausted_by),
         suggestion=suggest_max_retries(applied_by, exhausted_by, target),
@@ -224,6 +254,12 @@ def render_stats(stats: Stats) -> str:
                 f"  max_retries suggestion: {s.max_retries} -- {s.target:.0%} of the {ended}"
                 f" were applied within {s.attempts} attempts{small}"
             )
+    out += ["", "Success rate by attempt number (applied / tried)"]
+    out += [f"  {'ATTEMPT':>7}{'TRIED':>9}{'APPLIED':>9}{'RATE':>8}"]
+    out += [
+        f"  {r.attempt:>7}{r.finished:>9}{r.applied:>9}{r.rate:>8.1%}"
+        for r in stats.success_by_attempt
+    ] or ["  (none)"]
     b = stats.backlog
     out += [
         "",

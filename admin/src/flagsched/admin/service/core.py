@@ -57,7 +57,7 @@ from flagsched.admin.service.report_models import (
     NotificationPage,
 )
 from flagsched.admin.service.schedules_read import ScheduleFilter
-from flagsched.admin.stats import failure_stats
+from flagsched.admin.stats import Stats, failure_stats
 from flagsched.runtime.db.connect import DictConnection
 
 
@@ -251,11 +251,15 @@ class AdminService:
             return redrives.get(conn, redrive_id)
 
     # --- the rest -------------------------------------------------------------------------
+    def stats_report(self, since: datetime, until: datetime) -> Stats:
+        """Failures by class and fingerprint, success by attempt, the max_retries
+        suggestion and the backlog, for attempts finished in ``[since, until)``."""
+        with self.connection() as conn:
+            return failure_stats(conn, since, until, tiers_s=self.env.settings.retry_tiers_s)
+
     def stats(self, since: datetime, until: datetime) -> dict[str, Any]:
         """What ``flagsched stats`` shows, as JSON."""
-        with self.connection() as conn:
-            stats = failure_stats(conn, since, until, tiers_s=self.env.settings.retry_tiers_s)
-        result: dict[str, Any] = json.loads(stats.to_json())
+        result: dict[str, Any] = json.loads(self.stats_report(since, until).to_json())
         return result
 
     def overview(self, actor: Actor) -> overview_read.Overview:

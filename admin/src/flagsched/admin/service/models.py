@@ -306,6 +306,9 @@ class PoisonRecord(_Out):
     timestamp: UtcTime
     key: str | None
     value_preview: str = Field(description="the first 512 bytes of the value, as UTF-8")
+    value_escaped: str = Field(
+        description="the same bytes as printable ASCII: other bytes as \\xNN, a backslash doubled"
+    )
     value_bytes: int
     error_class: str | None
     error_message: str | None

@@ -45,6 +45,14 @@ def _headers(record: Any) -> dict[str, str]:
     return {k: (v or b"").decode("utf-8", "replace") for k, v in record.headers or []}
 
 
+def escape_bytes(value: bytes) -> str:
+    """``value`` as printable ASCII, unambiguous: a printable ASCII byte as itself, a
+    backslash doubled, any other byte as ``\\xNN``."""
+    return "".join(
+        "\\\\" if b == 0x5C else chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}" for b in value
+    )
+
+
 def _view(record: Any) -> PoisonRecord:
     h = _headers(record)
     value = record.value or b""
@@ -54,6 +62,7 @@ def _view(record: Any) -> PoisonRecord:
         timestamp=datetime.fromtimestamp(record.timestamp / 1000, UTC),
         key=None if record.key is None else record.key.decode("utf-8", "replace"),
         value_preview=value[:_PREVIEW_BYTES].decode("utf-8", "replace"),
+        value_escaped=escape_bytes(value[:_PREVIEW_BYTES]),
         value_bytes=len(value),
         error_class=h.get(ERROR_CLASS),
         error_message=h.get(ERROR_MESSAGE),

@@ -17,12 +17,20 @@ from flagsched.admin.service.errors import AdminError
 from flagsched.admin.settings import AdminSettings
 from flagsched.admin.ui.deps import LoginRequired, UiError, login_url
 from flagsched.admin.ui.render import render
-from flagsched.admin.ui.routes import bulk, login, overview, schedules
+from flagsched.admin.ui.routes import (
+    bulk,
+    dead_letters,
+    login,
+    overview,
+    schedule,
+    schedules,
+    stats,
+)
 from flagsched.admin.ui.security import UiHeaders
 
 PREFIX = "/ui"
 #: Every router of the UI; a new page adds its module here (README.md).
-ROUTERS = (login, overview, schedules, bulk)
+ROUTERS = (login, overview, schedules, bulk, schedule, dead_letters, stats)
 Handler = Callable[[Request, Any], Awaitable[Response]]
 
 
