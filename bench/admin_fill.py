@@ -29,7 +29,7 @@ _FLAGS = "INSERT INTO feature_flags (key) SELECT 'flag-' || g FROM generate_seri
 # and 10 schedules across the history last failed with a deadlock. Listed in due
 # order (oldest first), the retrying and cancelled ones are at the far end, and the
 # deadlocks are rare: a list that walks the due order and filters finds none of them
-# quickly, which is what migration 0013's indexes are for.
+# quickly, which is what migration 0012's indexes are for.
 _SCHEDULES = """
 INSERT INTO flag_schedules (flag_key, updates, scheduled_at, status, retry_count,
                             next_retry_at, finished_at, finished_attempt, last_error_class,

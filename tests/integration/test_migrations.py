@@ -64,7 +64,7 @@ def test_schema_has_the_tables_constraints_and_indexes(empty_db):
         assert "(flag_key, scheduled_at, id)" in waiting
         assert "'pending'" in waiting and "'dispatched'" in waiting
         assert "applied_with IS NOT NULL" in indexes["schedule_retry_attempts_applied_with_idx"]
-        # the admin's list of notifications, newest first (0013)
+        # the admin's list of notifications, newest first (0012)
         assert "(updated_at, event_key, sink)" in indexes["notification_deliveries_updated_idx"]
         checks = {
             r["conname"]: r["def"]

@@ -138,7 +138,7 @@ def test_backlog_queries_can_use_the_existing_indexes(db):
         }
     finally:
         db.execute("RESET enable_seqscan")
-    # Either index led by status serves it (migration 0013 added a second one; on this
+    # Either index led by status serves it (migration 0012 added a second one; on this
     # empty table the planner may pick either): what matters is an index, no scan.
     retrying = plans[RETRYING_SQL]
     assert "Seq Scan" not in retrying

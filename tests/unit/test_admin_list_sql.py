@@ -1,5 +1,5 @@
 """The SQL of a schedule list page: one status is a literal (so the planner can use the
-partial index of migration 0013 in a prepared plan too), and only from a closed set."""
+partial index of migration 0012 in a prepared plan too), and only from a closed set."""
 
 from __future__ import annotations
 

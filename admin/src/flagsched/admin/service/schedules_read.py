@@ -60,7 +60,7 @@ def where_schedules(f: ScheduleFilter, actor: Actor) -> tuple[list[str], list[An
     params: list[Any] = []
     if len(f.status) == 1:
         # Equality with a literal, not ANY nor a parameter: only then can the planner
-        # prove the partial flag_schedules_status_due_idx (migration 0013) applies, in
+        # prove the partial flag_schedules_status_due_idx (migration 0012) applies, in
         # a generic (prepared) plan too, and read it in due order instead of walking
         # the whole due order. The value is one of a closed set, never the caller's text.
         (status,) = f.status
@@ -170,7 +170,16 @@ def plan_of(env: Env, row: Row, last_finished: datetime | None) -> list[PlannedA
             delay_s=delay,
             tiers=hop_path(ladder, delay),
         )
-        later = preview(policy, row["id"], row["next_retry_at"], ladder, attempts_failed=failed)
+        # The worker counts the time budget from the first failure (first_failed_at),
+        # not from this retry: the plan must stop where the worker will.
+        later = preview(
+            policy,
+            row["id"],
+            row["next_retry_at"],
+            ladder,
+            attempts_failed=failed,
+            retrying_since=row["first_failed_at"] or row["next_retry_at"],
+        )
         return [upcoming, *later]
     if row["status"] in ("pending", "dispatched"):
         first = PlannedAttempt(attempt=1, at=row["scheduled_at"], delay_s=0.0, tiers=[])
