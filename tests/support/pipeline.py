@@ -109,7 +109,7 @@ def test_settings(bootstrap: str, dsn: str, **overrides: Any) -> Settings:
         "retry_tiers_s": (0.5, 1.0, 2.0),
         "due_partitions": 3,
         "priority_partitions": 3,
-        "tier_partitions": 2,
+        "tier_partitions": 3,  # as many as the due topic: settings refuse other counts
         "max_retries": 3,
         "backoff_base_s": 0.4,
         "backoff_multiplier": 2.0,

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flagsched.consumer.assignor import Partition, first_round, place
+from flagsched.consumer.assignor import Partition, _warn_if_split, first_round, place
 
 NAMES = ["w0", "w1", "w2", "w3", "w4"]
 Group = tuple[dict[str, int], dict[str, set[str]], dict[str, set[Partition]]]
@@ -86,3 +86,14 @@ def test_a_member_that_joins_gets_a_share_of_every_topic() -> None:
         for topic in topics:
             assert len([p for t, p in both[member] if t == topic]) == 3
     assert both["a"] <= alone["a"]  # a keeps half of each topic, moves nothing else
+
+
+def test_topics_that_are_not_co_partitioned_are_reported(caplog: Any) -> None:
+    # Settings refuse unequal due and tier counts; topics made by hand may still differ,
+    # and then one flag's records can reach two workers (docs/architecture.md).
+    with caplog.at_level("WARNING", logger="flagsched.consumer.assignor"):
+        _warn_if_split({"p.schedule-due": 3, "p.retry.1s": 3})
+        assert caplog.records == []
+        _warn_if_split({"p.schedule-due": 3, "p.retry.1s": 2})
+    assert len(caplog.records) == 1
+    assert "p.retry.1s=2, p.schedule-due=3" in caplog.records[0].getMessage()

@@ -22,6 +22,8 @@ from flagsched.runtime.settings import load_settings
         # Three heartbeats must fit in a session: 2500 * 3 > the default 6000.
         ("FLAGSCHED_HEARTBEAT_INTERVAL_MS", "2500", "FLAGSCHED_HEARTBEAT_INTERVAL_MS"),
         ("FLAGSCHED_MAX_POLL_INTERVAL_MS", "5000", "FLAGSCHED_MAX_POLL_INTERVAL_MS"),
+        # A flag's due and retry records must share a partition number (one worker).
+        ("FLAGSCHED_TIER_PARTITIONS", "2", "FLAGSCHED_TIER_PARTITIONS"),
     ],
 )
 def test_bad_setting_names_itself(monkeypatch, env, value, name):

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     #: As many as the due topic: with range assignment every worker that owns a due
     #: partition also owns a priority one, so critical work never waits on one busy worker.
     priority_partitions: int = Field(default=DEFAULT_PARTITIONS, ge=1)
+    #: Must equal ``due_partitions`` (checked below): one flag, one worker.
     tier_partitions: int = Field(default=DEFAULT_PARTITIONS, ge=1)
     retry_tiers_s: tuple[float, ...] = DEFAULT_TIERS_S
     replication_factor: int = Field(default=1, ge=1)
@@ -219,6 +220,22 @@ class Settings(BaseSettings):
         if self.max_poll_interval_ms < self.session_timeout_ms:
             raise ValueError(
                 "FLAGSCHED_MAX_POLL_INTERVAL_MS must not be below FLAGSCHED_SESSION_TIMEOUT_MS"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _tiers_copartitioned(self) -> Settings:
+        # A flag's records are keyed by the flag, so they share a partition number in
+        # the due topic and every tier only when the counts are equal; the assignor
+        # then gives that partition of each topic to one worker, which applies the
+        # flag's schedules one batch after another. With other counts two workers
+        # attempt one flag at once and the loser's healthy schedule burns an attempt
+        # on lock_contention (docs/architecture.md, "One flag, one worker").
+        if self.tier_partitions != self.due_partitions:
+            raise ValueError(
+                "FLAGSCHED_TIER_PARTITIONS must equal FLAGSCHED_DUE_PARTITIONS"
+                f" ({self.tier_partitions} != {self.due_partitions}): a flag's due and"
+                " retry records must reach the same worker"
             )
         return self
 
