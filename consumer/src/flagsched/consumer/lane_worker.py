@@ -37,9 +37,10 @@ from flagsched.consumer.kafka_clients import KafkaClients, Lane
 from flagsched.consumer.kafka_compat import generation, poll, resume
 from flagsched.consumer.lanes import PriorityGate, PrioritySignal, backlog
 from flagsched.consumer.observe import observe, prepare
-from flagsched.consumer.outcome import AttemptResult, OutRecord, Source, decide
+from flagsched.consumer.outcome import OutRecord, Source, decide
 from flagsched.consumer.processor import RecordProcessor, now_ms
 from flagsched.consumer.rebalance import RebalanceListener
+from flagsched.consumer.results import AttemptResult, facts
 from flagsched.runtime.settings import Settings
 from flagsched.runtime.telemetry.metrics import Metrics
 from flagsched.runtime.telemetry.tracing import Tracing
@@ -306,14 +307,15 @@ class LaneWorker:
         if self._metrics is not None:
             observe(self._metrics, result, self.layout.tier_label(rec.topic))
         if not result.outcome.is_routine:
+            seen = facts(result)
             log.info(
                 "schedule=%s flag=%s attempt=%s outcome=%s error=%s topic=%s partition=%s "
                 "offset=%s",
-                result.schedule_id,
-                result.flag_key,
+                seen.schedule_id,
+                seen.flag_key,
                 result.attempt,
                 result.outcome.value,
-                result.error_class,
+                seen.error_class,
                 rec.topic,
                 rec.partition,
                 rec.offset,
