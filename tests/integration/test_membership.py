@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,47 +117,65 @@ def owned_by(settings: Settings, instance: str) -> set[TopicPartition]:
     return out
 
 
+@pytest.mark.parametrize("leader", ["steady", "phoenix"])
 def test_a_worker_restarted_with_its_id_takes_its_partitions_back_without_a_rebalance(
-    make_settings: Any,
+    make_settings: Any, leader: str
 ) -> None:
+    """Whichever member leads: the restarted one is a follower, or it is the leader of both
+    groups (whoever joins an empty group first leads it, and keeps leading while it rejoins
+    every rebalance). kafka-python sends JoinGroup v7; below v9 (KIP-814) the broker
+    answers a restarted static leader with the generation and the dead member's id as the
+    leader, so the new process syncs as a follower and gets its stored assignment back:
+    no rebalance either way (docs/architecture.md, "Group membership")."""
     settings = make_settings(session_timeout_ms=SESSION_MS)
     group = settings.group_id
+    groups = (group, f"{group}.priority")
     everything = consumed_partitions(settings) | priority_partitions(settings)
-    with running_worker(settings, worker_id="steady") as steady:
-        # Steady joins first and so leads both groups. A restarted *leader* does cause a
-        # rebalance: kafka-python sends JoinGroup v7, and only v9 lets the broker hand a
-        # static leader its assignment back without one (KIP-814; docs/architecture.md).
-        wait_until(
-            lambda: steady.assigned == everything, what="steady owns everything", timeout_s=60
-        )
-        with worker_process(settings, "phoenix") as first:
+    with ExitStack() as stack:
+        if leader == "phoenix":
+            first = stack.enter_context(worker_process(settings, "phoenix"))
             wait_until(
-                lambda: (
-                    both_own(settings, group, "steady", "phoenix")
-                    and both_own(settings, f"{group}.priority", "steady", "phoenix")
-                ),
-                what="both members own partitions in both groups",
+                lambda: owned_by(settings, "phoenix") == everything,
+                what="phoenix, alone, owns everything",
                 timeout_s=60,
             )
+            steady = stack.enter_context(running_worker(settings, worker_id="steady"))
+        else:
+            steady = stack.enter_context(running_worker(settings, worker_id="steady"))
             wait_until(
-                lambda: steady.assigned == owned_by(settings, "steady"),
-                what="the thread worker applied its assignment",
-                timeout_s=30,
+                lambda: steady.assigned == everything, what="steady owns everything", timeout_s=60
             )
-            before_gen, before_owned = steady.generations(), set(steady.assigned)
-            dead = describe(settings, group)[1]["phoenix"]
-            first.send_signal(signal.SIGKILL)  # a crash: no LeaveGroup
-            first.wait(timeout=10)
+            first = stack.enter_context(worker_process(settings, "phoenix"))
+        wait_until(
+            lambda: all(both_own(settings, g, "steady", "phoenix") for g in groups),
+            what="both members own partitions in both groups",
+            timeout_s=60,
+        )
+        wait_until(
+            lambda: steady.assigned == owned_by(settings, "steady"),
+            what="the thread worker applied its assignment",
+            timeout_s=30,
+        )
+        # The case is the one meant: steady computed both groups' assignment iff it leads.
+        assert steady.leads() == {g: leader == "steady" for g in groups}
+        before_gen, before_owned = steady.generations(), set(steady.assigned)
+        dead = {g: describe(settings, g)[1]["phoenix"] for g in groups}
+        first.send_signal(signal.SIGKILL)  # a crash: no LeaveGroup
+        first.wait(timeout=10)
         with worker_process(settings, "phoenix"):
-            # The restarted process's JoinGroup replaces the dead member's id.
+            # The restarted process's JoinGroup replaces the dead member's id in each group.
             wait_until(
-                lambda: describe(settings, group)[1]["phoenix"].member_id != dead.member_id,
-                what="the restarted worker is a member again",
+                lambda: all(
+                    describe(settings, g)[1]["phoenix"].member_id != dead[g].member_id
+                    for g in groups
+                ),
+                what="the restarted worker is a member of both groups again",
                 timeout_s=30,
             )
-            state, members = describe(settings, group)
-            assert state == "Stable"
-            assert members["phoenix"].partitions == dead.partitions  # the same, back
+            for g in groups:
+                state, members = describe(settings, g)
+                assert state == "Stable", g
+                assert members["phoenix"].partitions == dead[g].partitions, g  # the same, back
             assert steady.generations() == before_gen  # no rebalance in either group
             assert steady.assigned == before_owned
 

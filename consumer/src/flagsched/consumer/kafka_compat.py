@@ -1,6 +1,6 @@
 """kafka-python 3.0 internals in one place: resuming a paused partition (working around a
 stall), bounded transaction steps, leaving a group as a static member, consuming while a
-cooperative join is pending, and the group generation.
+cooperative join is pending, and the group generation and leadership.
 
 kafka-python parks data it fetched for a partition that was paused meanwhile
 (KAFKA-7548) and restores it when the partition is resumed — but only while its
@@ -112,6 +112,20 @@ def generation(consumer: Any) -> int | None:
     gen = getattr(getattr(consumer, "_coordinator", None), "_generation", None)
     value = getattr(gen, "generation_id", None)
     return value if isinstance(value, int) and value >= 0 else None
+
+
+def leads(consumer: Any) -> bool | None:
+    """Whether ``consumer`` computed the assignment of the generation it last joined, that
+    is, led that join (None for an unknown client version).
+
+    A static leader restarted with its instance id is the leader to the broker but not to
+    itself: kafka-python joins with JoinGroup v7, and below v9 (KIP-814) the broker names
+    the dead member's id as the leader, so the new process syncs as a follower and reads
+    its stored assignment. No rebalance happens; this says False for it until the next
+    rebalance, in which it does lead.
+    """
+    value = getattr(getattr(consumer, "_coordinator", None), "_is_leader", None)
+    return value if isinstance(value, bool) else None
 
 
 def poll(consumer: Any, timeout_ms: int, max_records: int | None) -> dict[Any, list[Any]]:

@@ -34,7 +34,7 @@ from flagsched.consumer.coordination import BreakerCoordinator, BreakerHook
 from flagsched.consumer.decode import Coordinates, coordinates
 from flagsched.consumer.holds import Holds
 from flagsched.consumer.kafka_clients import KafkaClients, Lane
-from flagsched.consumer.kafka_compat import generation, poll, resume
+from flagsched.consumer.kafka_compat import generation, leads, poll, resume
 from flagsched.consumer.lanes import PriorityGate, PrioritySignal, backlog
 from flagsched.consumer.observe import observe, prepare
 from flagsched.consumer.outcome import OutRecord, Source, decide
@@ -151,6 +151,10 @@ class LaneWorker:
         """This lane's group and the generation it last joined."""
         return self._clients.group, generation(self._clients.consumer)
 
+    def leads(self) -> tuple[str, bool | None]:
+        """This lane's group and whether this lane computed its current assignment."""
+        return self._clients.group, leads(self._clients.consumer)
+
     def _turn(self, stop: threading.Event) -> None:
         try:
             self._turn_once(stop)
@@ -192,13 +196,14 @@ class LaneWorker:
         gen = generation(consumer)
         if gen is not None and gen != self._generation:
             log.info(
-                "worker %s %s lane: group %s generation %s (was %s), %d partitions",
+                "worker %s %s lane: group %s generation %s (was %s), %d partitions, leader %s",
                 self.worker_id,
                 self.lane.value,
                 self._clients.group,
                 gen,
                 self._generation,
                 len(self.assigned),
+                leads(consumer),
             )
             self._generation = gen
 
