@@ -20,6 +20,9 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, TopicPartition
 
+from flagsched.consumer.assignor import BalancedCooperativeAssignor
+from flagsched.consumer.kafka_compat import generation, poll
+from flagsched.runtime.clients import make_consumer
 from flagsched.runtime.settings import Settings
 from tests.support.pipeline import (
     add_flag,
@@ -178,6 +181,63 @@ def test_a_worker_restarted_with_its_id_takes_its_partitions_back_without_a_reba
                 assert members["phoenix"].partitions == dead[g].partitions, g  # the same, back
             assert steady.generations() == before_gen  # no rebalance in either group
             assert steady.assigned == before_owned
+
+
+@pytest.mark.parametrize("compat", [True, False], ids=["kafka_compat.poll", "bare poll"])
+def test_a_join_that_finishes_between_two_polls_is_completed_not_sent_again(
+    make_settings: Any, compat: bool
+) -> None:
+    """kafka-python 3.0.12 leaves a join in flight when a poll's timeout ends first; if it
+    finishes before the next poll (the lane was handling a batch), the next poll sends a
+    new JoinGroup, and a leader's makes the broker rebalance the group. kafka_compat.poll
+    completes the finished join instead. The bare client is run too, to show the window
+    is the one that rebalances (a new generation) and that this test can fail."""
+    settings = make_settings(session_timeout_ms=SESSION_MS)
+    group = f"{settings.group_id}.solo"
+    consumer = make_consumer(
+        settings,
+        group_id=group,
+        group_instance_id="solo",  # static, alone, so its group's leader
+        partition_assignment_strategy=(BalancedCooperativeAssignor,),
+    )
+    due = settings.topic_layout().due
+    consumer.subscribe([due])
+    coordinator = consumer._coordinator  # the window is in the client's join loop
+    try:
+        # A leader that assigns before it knows the topic's partitions assigns nothing
+        # and rejoins once it does (kafka-python's metadata check): not this window.
+        wait_until(lambda: bool(consumer.partitions_for_topic(due)), what="metadata", timeout_s=30)
+        # A poll that gives up at once starts the join and leaves it in flight...
+        wait_until(
+            lambda: (poll(consumer, 0, None), coordinator._join_task is not None)[1],
+            what="a join in flight",
+            timeout_s=30,
+            interval_s=0.01,
+        )
+        # ...and it finishes while nobody polls.
+        wait_until(lambda: coordinator._join_task.is_done, what="the join done", timeout_s=30)
+        joined = generation(consumer)
+        assert joined is not None and describe(settings, group)[0] == "Stable"
+
+        def next_poll() -> bool:
+            if compat:
+                poll(consumer, 200, None)
+            else:
+                consumer.poll(timeout_ms=200)
+            return bool(consumer.assignment())
+
+        wait_until(
+            next_poll,
+            what="the member owns its partitions",
+            timeout_s=30,
+        )
+        if compat:
+            assert generation(consumer) == joined  # completed: no second join
+            assert describe(settings, group)[0] == "Stable"
+        else:
+            assert (generation(consumer) or 0) > joined  # the leader joined again: a rebalance
+    finally:
+        consumer.close(autocommit=False)
 
 
 def test_a_sigtermed_worker_hands_its_partitions_over_at_once(make_settings: Any) -> None:
