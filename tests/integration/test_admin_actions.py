@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from flagsched.consumer.outcome import Outcome
+from flagsched.consumer.results import Outcome
 from tests.support.admin import running_admin
 from tests.support.pipeline import (
     add_flag,

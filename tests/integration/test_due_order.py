@@ -17,7 +17,7 @@ from kafka import KafkaProducer
 from flagsched.consumer.apply import run_batch
 from flagsched.consumer.bookkeeping import AttemptContext
 from flagsched.consumer.decode import Coordinates, Delivery
-from flagsched.consumer.outcome import Outcome
+from flagsched.consumer.results import Applied, Outcome, RetryScheduled, facts
 from flagsched.runtime.db.connect import connect
 from flagsched.runtime.settings import Settings
 from flagsched.schemas.events import ScheduleDue, to_epoch_ms
@@ -242,7 +242,7 @@ def test_the_newest_wake_up_brings_the_older_ones_and_a_redelivery_resends_them(
     ctx = context(settings)
     with connect(dsn, autocommit=True) as conn:
         [r] = run_batch(conn, [wake_up(db, third, 7)], ctx)
-        assert (r.outcome, r.replay) == (Outcome.APPLIED, False)
+        assert isinstance(r, Applied) and not r.replay
         assert [(b.schedule_id, b.outcome, b.flag_version) for b in r.also_applied] == [
             (first, Outcome.APPLIED, 2),
             (second, Outcome.APPLIED, 3),
@@ -251,7 +251,7 @@ def test_the_newest_wake_up_brings_the_older_ones_and_a_redelivery_resends_them(
         # the same record again (its Kafka transaction did not commit): everything it
         # did is sent again, as replays
         [again] = run_batch(conn, [wake_up(db, third, 7)], ctx)
-        assert again.replay
+        assert isinstance(again, Applied) and again.replay
         assert [(b.schedule_id, b.replay) for b in again.also_applied] == [
             (first, True),
             (second, True),
@@ -283,7 +283,7 @@ def test_an_older_schedule_held_elsewhere_makes_the_newer_one_wait_its_turn(
     finally:
         holder.rollback()
         holder.close()
-    assert (r.outcome, r.error_class) == (Outcome.RETRY, "lock_contention")
+    assert isinstance(r, RetryScheduled) and r.error_class == "lock_contention"
     statuses = db.execute("SELECT status FROM flag_schedules ORDER BY id").fetchall()
     assert [s["status"] for s in statuses] == ["dispatched", "dispatched", "retrying"]
     assert db.execute("SELECT count(*) AS n FROM flag_change_log").fetchone()["n"] == 0
@@ -303,7 +303,7 @@ def test_a_batch_redone_one_at_a_time_still_brings_the_older_ones_first(
     # one schedule at a time, the waiting one brought first
     with connect(dsn, autocommit=True) as conn:
         results = run_batch(conn, [wake_up(db, bad, 1), wake_up(db, newest, 2)], context(settings))
-    assert [(r.outcome, r.error_class) for r in results] == [
+    assert [(r.outcome, facts(r).error_class) for r in results] == [
         (Outcome.DEAD, "constraint_violation"),
         (Outcome.APPLIED, None),
     ]

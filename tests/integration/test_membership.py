@@ -13,13 +13,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, TopicPartition
 
+from flagsched.consumer.assignor import BalancedCooperativeAssignor
+from flagsched.consumer.kafka_compat import generation, poll
+from flagsched.runtime.clients import make_consumer
 from flagsched.runtime.settings import Settings
 from tests.support.pipeline import (
     add_flag,
@@ -117,49 +120,124 @@ def owned_by(settings: Settings, instance: str) -> set[TopicPartition]:
     return out
 
 
+@pytest.mark.parametrize("leader", ["steady", "phoenix"])
 def test_a_worker_restarted_with_its_id_takes_its_partitions_back_without_a_rebalance(
-    make_settings: Any,
+    make_settings: Any, leader: str
 ) -> None:
+    """Whichever member leads: the restarted one is a follower, or it is the leader of both
+    groups (whoever joins an empty group first leads it, and keeps leading while it rejoins
+    every rebalance). kafka-python sends JoinGroup v7; below v9 (KIP-814) the broker
+    answers a restarted static leader with the generation and the dead member's id as the
+    leader, so the new process syncs as a follower and gets its stored assignment back:
+    no rebalance either way (docs/architecture.md, "Group membership")."""
     settings = make_settings(session_timeout_ms=SESSION_MS)
     group = settings.group_id
+    groups = (group, f"{group}.priority")
     everything = consumed_partitions(settings) | priority_partitions(settings)
-    with running_worker(settings, worker_id="steady") as steady:
-        # Steady joins first and so leads both groups. A restarted *leader* does cause a
-        # rebalance: kafka-python sends JoinGroup v7, and only v9 lets the broker hand a
-        # static leader its assignment back without one (KIP-814; docs/architecture.md).
-        wait_until(
-            lambda: steady.assigned == everything, what="steady owns everything", timeout_s=60
-        )
-        with worker_process(settings, "phoenix") as first:
+    with ExitStack() as stack:
+        if leader == "phoenix":
+            first = stack.enter_context(worker_process(settings, "phoenix"))
             wait_until(
-                lambda: (
-                    both_own(settings, group, "steady", "phoenix")
-                    and both_own(settings, f"{group}.priority", "steady", "phoenix")
-                ),
-                what="both members own partitions in both groups",
+                lambda: owned_by(settings, "phoenix") == everything,
+                what="phoenix, alone, owns everything",
                 timeout_s=60,
             )
+            steady = stack.enter_context(running_worker(settings, worker_id="steady"))
+        else:
+            steady = stack.enter_context(running_worker(settings, worker_id="steady"))
             wait_until(
-                lambda: steady.assigned == owned_by(settings, "steady"),
-                what="the thread worker applied its assignment",
-                timeout_s=30,
+                lambda: steady.assigned == everything, what="steady owns everything", timeout_s=60
             )
-            before_gen, before_owned = steady.generations(), set(steady.assigned)
-            dead = describe(settings, group)[1]["phoenix"]
-            first.send_signal(signal.SIGKILL)  # a crash: no LeaveGroup
-            first.wait(timeout=10)
+            first = stack.enter_context(worker_process(settings, "phoenix"))
+        wait_until(
+            lambda: all(both_own(settings, g, "steady", "phoenix") for g in groups),
+            what="both members own partitions in both groups",
+            timeout_s=60,
+        )
+        wait_until(
+            lambda: steady.assigned == owned_by(settings, "steady"),
+            what="the thread worker applied its assignment",
+            timeout_s=30,
+        )
+        # The case is the one meant: steady computed both groups' assignment iff it leads.
+        assert steady.leads() == {g: leader == "steady" for g in groups}
+        before_gen, before_owned = steady.generations(), set(steady.assigned)
+        dead = {g: describe(settings, g)[1]["phoenix"] for g in groups}
+        first.send_signal(signal.SIGKILL)  # a crash: no LeaveGroup
+        first.wait(timeout=10)
         with worker_process(settings, "phoenix"):
-            # The restarted process's JoinGroup replaces the dead member's id.
+            # The restarted process's JoinGroup replaces the dead member's id in each group.
             wait_until(
-                lambda: describe(settings, group)[1]["phoenix"].member_id != dead.member_id,
-                what="the restarted worker is a member again",
+                lambda: all(
+                    describe(settings, g)[1]["phoenix"].member_id != dead[g].member_id
+                    for g in groups
+                ),
+                what="the restarted worker is a member of both groups again",
                 timeout_s=30,
             )
-            state, members = describe(settings, group)
-            assert state == "Stable"
-            assert members["phoenix"].partitions == dead.partitions  # the same, back
+            for g in groups:
+                state, members = describe(settings, g)
+                assert state == "Stable", g
+                assert members["phoenix"].partitions == dead[g].partitions, g  # the same, back
             assert steady.generations() == before_gen  # no rebalance in either group
             assert steady.assigned == before_owned
+
+
+@pytest.mark.parametrize("compat", [True, False], ids=["kafka_compat.poll", "bare poll"])
+def test_a_join_that_finishes_between_two_polls_is_completed_not_sent_again(
+    make_settings: Any, compat: bool
+) -> None:
+    """kafka-python 3.0.12 leaves a join in flight when a poll's timeout ends first; if it
+    finishes before the next poll (the lane was handling a batch), the next poll sends a
+    new JoinGroup, and a leader's makes the broker rebalance the group. kafka_compat.poll
+    completes the finished join instead. The bare client is run too, to show the window
+    is the one that rebalances (a new generation) and that this test can fail."""
+    settings = make_settings(session_timeout_ms=SESSION_MS)
+    group = f"{settings.group_id}.solo"
+    consumer = make_consumer(
+        settings,
+        group_id=group,
+        group_instance_id="solo",  # static, alone, so its group's leader
+        partition_assignment_strategy=(BalancedCooperativeAssignor,),
+    )
+    due = settings.topic_layout().due
+    consumer.subscribe([due])
+    coordinator = consumer._coordinator  # the window is in the client's join loop
+    try:
+        # A leader that assigns before it knows the topic's partitions assigns nothing
+        # and rejoins once it does (kafka-python's metadata check): not this window.
+        wait_until(lambda: bool(consumer.partitions_for_topic(due)), what="metadata", timeout_s=30)
+        # A poll that gives up at once starts the join and leaves it in flight...
+        wait_until(
+            lambda: (poll(consumer, 0, None), coordinator._join_task is not None)[1],
+            what="a join in flight",
+            timeout_s=30,
+            interval_s=0.01,
+        )
+        # ...and it finishes while nobody polls.
+        wait_until(lambda: coordinator._join_task.is_done, what="the join done", timeout_s=30)
+        joined = generation(consumer)
+        assert joined is not None and describe(settings, group)[0] == "Stable"
+
+        def next_poll() -> bool:
+            if compat:
+                poll(consumer, 200, None)
+            else:
+                consumer.poll(timeout_ms=200)
+            return bool(consumer.assignment())
+
+        wait_until(
+            next_poll,
+            what="the member owns its partitions",
+            timeout_s=30,
+        )
+        if compat:
+            assert generation(consumer) == joined  # completed: no second join
+            assert describe(settings, group)[0] == "Stable"
+        else:
+            assert (generation(consumer) or 0) > joined  # the leader joined again: a rebalance
+    finally:
+        consumer.close(autocommit=False)
 
 
 def test_a_sigtermed_worker_hands_its_partitions_over_at_once(make_settings: Any) -> None:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from flagsched.consumer.decode import Coordinates, Delivery
 from flagsched.consumer.dueorder import NEWEST_ID, bounds, brought, due_key, gather, order
-from flagsched.consumer.outcome import AttemptResult, Outcome
+from flagsched.consumer.results import Applied, Attempted, Dropped
 from flagsched.schemas.events import ScheduleDue, to_epoch_ms
 from flagsched.schemas.headers import RecordHeaders
 
@@ -62,14 +62,15 @@ def test_a_brought_schedule_asks_for_attempt_1_at_its_due_time_at_the_carriers_p
     assert d.applied_with == 9
 
 
-def result(sid: int, outcome: Outcome = Outcome.APPLIED, seconds: float = 0.0) -> AttemptResult:
-    return AttemptResult(outcome, 1, sid, "a", T0 + timedelta(seconds=seconds))
+def result(sid: int, seconds: float = 0.0) -> Applied:
+    at = T0 + timedelta(seconds=seconds)
+    return Applied(attempt=1, schedule_id=sid, flag_key="a", scheduled_at=at, flag_version=1)
 
 
 def test_gather_attaches_applied_brought_schedules_to_their_carrier_in_due_order():
-    results = {
+    results: dict[int, Attempted] = {
         0: result(9, seconds=3),
-        1: result(8, Outcome.DROP),
+        1: Dropped(attempt=1, schedule_id=8, flag_key="a", why="stale"),
         2: result(5, seconds=1),  # brought, index 2 = real (2) + 0
         3: result(4, seconds=1),
         # index 4 was brought but did not apply: not recorded, so no result

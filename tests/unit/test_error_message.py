@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from flagsched.consumer.decode import Coordinates
-from flagsched.consumer.outcome import AttemptResult, Outcome, Source, decide
+from flagsched.consumer.outcome import Source, decide
+from flagsched.consumer.results import DeadLettered, RetryScheduled
 from flagsched.runtime.errors import ConfigError
 from flagsched.runtime.settings import load_settings
 from flagsched.schemas import headers as hdr
@@ -39,19 +41,20 @@ def test_at_the_largest_setting_no_model_refuses_a_message(text):
     limit = load_settings(error_message_max_bytes=ERROR_MESSAGE_MAX_BYTES).error_message_max_bytes
     message = truncate_utf8(f"OperationalError: {text}", limit)  # as bookkeeping cuts it
     assert message is not None and len(message.encode()) <= ERROR_MESSAGE_MAX_BYTES
-    for outcome, reason in ((Outcome.RETRY, None), (Outcome.DEAD, DeadLetterReason.EXHAUSTED)):
-        result = AttemptResult(
-            outcome,
-            2,
-            7,
-            "promo",
-            NOW,
-            error_class="unknown",
-            error_message=message,
-            dlt_reason=reason,
-            next_attempt_at=NOW,
-            due_ms=1,
-        )
+    failed: dict[str, Any] = {
+        "attempt": 2,
+        "schedule_id": 7,
+        "flag_key": "promo",
+        "scheduled_at": NOW,
+        "error_class": "unknown",
+        "error_message": message,
+        "first_failure_at": NOW,
+    }
+    results = (
+        RetryScheduled(**failed, next_attempt_at=NOW),
+        DeadLettered(**failed, reason=DeadLetterReason.EXHAUSTED, due_ms=1),
+    )
+    for result in results:
         forwarded, life = decide(result, SRC, LAYOUT, infra_pause_s=1).publish
         # What a subscriber decodes: the header set and the lifecycle event, whole.
         assert RecordHeaders.decode(forwarded.headers).error_message == message

@@ -1,10 +1,11 @@
-"""telemetry.metrics: feed AttemptResults, scrape the registry's exposition text."""
+"""telemetry.metrics: feed attempt results, scrape the registry's exposition text."""
 
 from __future__ import annotations
 
 import logging
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import pytest
@@ -13,12 +14,25 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flagsched.consumer import observe
 from flagsched.consumer.decode import Coordinates
-from flagsched.consumer.outcome import AttemptResult, Outcome
+from flagsched.consumer.results import (
+    Applied,
+    AttemptResult,
+    Cancelled,
+    DeadLettered,
+    Dropped,
+    Held,
+    Hopped,
+    Outcome,
+    Paused,
+    Poison,
+    RetryScheduled,
+    Superseded,
+)
 from flagsched.runtime.telemetry.backlog import BacklogCollector
 from flagsched.runtime.telemetry.fingerprint import fingerprint
 from flagsched.runtime.telemetry.metrics import Metrics
 from flagsched.schemas.events import BreakerState
-from flagsched.schemas.headers import DeadLetterReason
+from flagsched.schemas.headers import DeadLetterReason, RecordHeaders
 from flagsched.schemas.topics import TopicLayout
 
 LAYOUT = TopicLayout(prefix="fs", tiers_s=(0.5, 1.0, 30.0, 120.0, 3600.0))
@@ -52,8 +66,45 @@ def record(m: Metrics, res: AttemptResult, coords: Coordinates) -> None:
     observe.observe(m, res, LAYOUT.tier_label(coords.topic))
 
 
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+_FAILED = {"error_class": "unknown", "error_message": "boom", "first_failure_at": None}
+#: Per outcome, its result's kind and the fields that kind needs besides the ids.
+_KINDS: dict[Outcome, tuple[Any, dict[str, Any]]] = {
+    Outcome.APPLIED: (Applied, {"scheduled_at": T0, "flag_version": 1}),
+    Outcome.RETRY: (RetryScheduled, {"scheduled_at": T0, "next_attempt_at": T0, **_FAILED}),
+    Outcome.DEAD: (
+        DeadLettered,
+        {"scheduled_at": T0, "reason": DeadLetterReason.EXHAUSTED, "due_ms": 0, **_FAILED},
+    ),
+    Outcome.SUPERSEDED: (Superseded, {"scheduled_at": T0, "superseded_by": 2}),
+    Outcome.CANCELLED: (Cancelled, {"scheduled_at": T0}),
+    Outcome.DROP: (Dropped, {"why": "stale"}),
+    Outcome.POISON: (
+        Poison,
+        {
+            "error_class": "poison",
+            "error_message": "bad",
+            "reason": DeadLetterReason.POISON,
+            "due_ms": None,
+        },
+    ),
+    Outcome.HOLD: (Held, {"until_ms": 5, "carried": RecordHeaders(attempt=1, due_ms=5)}),
+    Outcome.HOP: (
+        Hopped,
+        {"topic": "fs.retry.1s", "carried": RecordHeaders(attempt=1, due_ms=5)},
+    ),
+    Outcome.PAUSE: (Paused, {"error_class": "infrastructure"}),
+}
+
+
 def result(outcome: Outcome, attempt: int = 1, **kw: Any) -> AttemptResult:
-    return AttemptResult(outcome, attempt, schedule_id=1, flag_key="f", **kw)
+    """A result of ``outcome`` for schedule 1 of flag f, its kind's fields defaulted."""
+    kind, fields = _KINDS[outcome]
+    ids: dict[str, Any] = {"attempt": attempt}
+    if kind is not Held:  # a held record is not decoded beyond its headers
+        ids |= {"schedule_id": 1, "flag_key": "f"}
+    made: AttemptResult = kind(**(ids | fields | kw))
+    return made
 
 
 def test_first_attempt_applied():
@@ -95,9 +146,9 @@ def test_dead_letters_by_reason_start_at_zero():
     assert {
         r.value: value(m, "flagsched_dead_letters_total", reason=r.value) for r in DeadLetterReason
     } == {"exhausted": 0, "permanent": 0, "poison": 0}
-    record(m, result(Outcome.DEAD, 4, dlt_reason=DeadLetterReason.EXHAUSTED), TIER_30)
-    record(m, result(Outcome.DEAD, dlt_reason=DeadLetterReason.PERMANENT), DUE)
-    record(m, AttemptResult(Outcome.POISON, 1, error_class="poison"), DUE)
+    record(m, result(Outcome.DEAD, 4, reason=DeadLetterReason.EXHAUSTED), TIER_30)
+    record(m, result(Outcome.DEAD, reason=DeadLetterReason.PERMANENT), DUE)
+    record(m, result(Outcome.POISON), DUE)
     assert value(m, "flagsched_dead_letters_total", reason="exhausted") == 1
     assert value(m, "flagsched_dead_letters_total", reason="permanent") == 1
     assert value(m, "flagsched_dead_letters_total", reason="poison") == 1
@@ -140,7 +191,7 @@ def test_pause_counts_an_infrastructure_attempt():
 
 def test_observe_never_raises(caplog):
     m = Metrics()
-    broken = AttemptResult(Outcome.APPLIED, None)  # type: ignore[arg-type]
+    broken = result(Outcome.APPLIED, None)  # type: ignore[arg-type]
     with caplog.at_level(logging.ERROR, logger="flagsched.consumer.observe"):
         record(m, broken, DUE)
     assert "could not record metrics" in caplog.text

@@ -20,7 +20,7 @@ from opentelemetry.semconv.attributes import error_attributes
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from flagsched.consumer.outcome import Outcome
+from flagsched.consumer.results import Outcome
 from flagsched.runtime.errors import ConfigError
 from flagsched.runtime.telemetry.tracing import ERROR_TYPE, AttemptSpan, Tracing, setup_tracing
 from flagsched.schemas import __version__

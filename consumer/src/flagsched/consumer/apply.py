@@ -31,7 +31,7 @@ from flagsched.consumer.attempt import attempt_in_transaction, set_local
 from flagsched.consumer.bookkeeping import AttemptContext, Row
 from flagsched.consumer.coalesce import apply_set, lock_rows
 from flagsched.consumer.decode import Delivery
-from flagsched.consumer.outcome import AttemptResult, Outcome
+from flagsched.consumer.results import Applied, Attempted, Dropped, is_replay
 from flagsched.consumer.waiting import brought_before, lock_waiting
 
 #: At most this many waiting schedules of one flag are brought by one attempt; a flag
@@ -47,7 +47,7 @@ def run_order(deliveries: Sequence[Delivery]) -> list[int]:
 
 def run_batch(
     conn: psycopg.Connection[Row], deliveries: Sequence[Delivery], ctx: AttemptContext
-) -> list[AttemptResult]:
+) -> list[Attempted]:
     """The outcome of every delivery, in the order given.
 
     Order is (flag, scheduled_at, id): each flag's changes apply in due order, and
@@ -93,7 +93,7 @@ def _attempt(
     wait_for_locked: bool,
     wait_for_waiting: bool = False,
     found: dict[int, Row] | None = None,
-) -> dict[int, AttemptResult]:
+) -> dict[int, Attempted]:
     """Attempt ``deliveries`` with the flags this transaction holds, each flag's waiting
     schedules first (see consumer/dueorder.py). Results by index into ``deliveries``;
     with ``wait_for_locked``, those of flags held elsewhere are left out. ``found``:
@@ -125,7 +125,7 @@ def _attempt(
             if wait_for_locked and d.event.flag_key not in flags:
                 continue
             if d.applied_with is None:
-                got: AttemptResult | None = attempt_in_transaction(conn, d, ctx, flags)
+                got: Attempted | None = attempt_in_transaction(conn, d, ctx, flags)
             else:
                 got = _attempt_brought(conn, d, ctx, flags)
             if got is not None:
@@ -136,18 +136,18 @@ def _attempt(
 
 def _attempt_brought(
     conn: psycopg.Connection[Row], d: Delivery, ctx: AttemptContext, flags: dict[str, Row]
-) -> AttemptResult | None:
+) -> Applied | None:
     """A brought schedule, one at a time: recorded only if it applies."""
     with conn.transaction() as savepoint:
         got = attempt_in_transaction(conn, d, ctx, flags)
-        if got.outcome is not Outcome.APPLIED:
+        if not isinstance(got, Applied):
             raise psycopg.Rollback(savepoint)  # its own wake-up attempts it
-    return got if got.outcome is Outcome.APPLIED else None
+    return got if isinstance(got, Applied) else None
 
 
 def _attempt_waiting(
     conn: psycopg.Connection[Row], d: Delivery, ctx: AttemptContext, wait_ms: int
-) -> AttemptResult:
+) -> Attempted:
     """One delivery whose flag was held elsewhere: its schedule row first (a dispatcher
     may hold it briefly: waited for up to the statement timeout), then its flag row and
     the flag's waiting schedules, each waited for up to ``wait_ms``."""
@@ -171,14 +171,14 @@ def _attempt_waiting(
 def _with_brought_before(
     conn: psycopg.Connection[Row],
     deliveries: Sequence[Delivery],
-    results: dict[int, AttemptResult],
-) -> dict[int, AttemptResult]:
+    results: dict[int, Attempted],
+) -> dict[int, Attempted]:
     """A record processed before whose Kafka transaction did not commit is here again:
     its result is a replay or a drop, and what it brought the first time is sent again."""
     again = [
         i
         for i, r in results.items()
-        if (r.replay or r.outcome is Outcome.DROP) and not r.also_applied
+        if (is_replay(r) or isinstance(r, Dropped)) and not r.also_applied
     ]
     if not again:
         return results

@@ -23,8 +23,10 @@ from pydantic import ValidationError
 from flagsched.consumer.bookkeeping import (
     AttemptContext,
     Row,
+    plan_applied,
+    plan_cancelled,
     plan_failure,
-    plan_outcome,
+    plan_superseded,
     record,
     replay,
 )
@@ -33,11 +35,11 @@ from flagsched.consumer.decode import Delivery
 from flagsched.consumer.flag_write import STATE as STATE
 from flagsched.consumer.flag_write import state_json, write_flags
 from flagsched.consumer.jsonb import Unreadable
-from flagsched.consumer.outcome import AttemptResult, Outcome
+from flagsched.consumer.results import Attempted, Dropped, Poison
 from flagsched.runtime.errors import FlagLocked, FlagNotFound, FlagschedError, InvalidUpdate
+from flagsched.schemas import field_order
 from flagsched.schemas.error_classes import ErrorClass
 from flagsched.schemas.events import to_epoch_ms
-from flagsched.schemas.field_order import Superseded as Superseded
 from flagsched.schemas.field_order import fields_to_apply as fields_to_apply
 from flagsched.schemas.field_order import stamped as stamped
 from flagsched.schemas.headers import DeadLetterReason
@@ -60,25 +62,22 @@ SELECT {SCHEDULE_WITH_ATTEMPT}
 """
 
 
-def triage(
-    conn: psycopg.Connection[Row], delivery: Delivery, row: Row | None
-) -> AttemptResult | Row:
+def triage(conn: psycopg.Connection[Row], delivery: Delivery, row: Row | None) -> Attempted | Row:
     """What the locked schedule row (joined with its attempt row) says of this record.
 
-    An :class:`AttemptResult` when nothing is to be attempted (unknown schedule,
+    A result when nothing is to be attempted (unknown schedule,
     replay of a recorded attempt, stale or duplicate wake-up); else the schedule row,
     due for this attempt (it may be cancelled: the caller records that).
     """
     ev, n = delivery.event, delivery.headers.attempt
     if row is None:
-        return AttemptResult(
-            Outcome.POISON,
-            n,
-            ev.schedule_id,
-            ev.flag_key,
+        return Poison(
+            attempt=n,
+            schedule_id=ev.schedule_id,
+            flag_key=ev.flag_key,
             error_class=ErrorClass.SCHEDULE_NOT_FOUND.value,
             error_message=f"schedule {ev.schedule_id} does not exist",
-            dlt_reason=DeadLetterReason.PERMANENT,
+            reason=DeadLetterReason.PERMANENT,
             due_ms=delivery.headers.due_ms,
         )
     row = dict(row)
@@ -87,15 +86,14 @@ def triage(
         # Flags are locked by the record's key and changed by the row's: a record that
         # disagrees (forged, or the row's flag_key was edited after dispatch) touches
         # nothing. The stuck-row sweep re-sends an edited row under its own key.
-        return AttemptResult(
-            Outcome.POISON,
-            n,
-            ev.schedule_id,
-            ev.flag_key,
+        return Poison(
+            attempt=n,
+            schedule_id=ev.schedule_id,
+            flag_key=ev.flag_key,
             error_class=ErrorClass.POISON.value,
             error_message=f"record names flag {ev.flag_key!r} but schedule {ev.schedule_id}"
             f" is of flag {row['flag_key']!r}",
-            dlt_reason=DeadLetterReason.POISON,
+            reason=DeadLetterReason.POISON,
             due_ms=delivery.headers.due_ms,
         )
     if recorded["attempt"] is not None:
@@ -118,12 +116,11 @@ def triage(
     return row
 
 
-def _drop(delivery: Delivery, why: str) -> AttemptResult:
-    """A stale, duplicate or unexpected wake-up: committed, nothing else (``why`` is
-    kept on the span and the metrics' outcome, not logged: duplicates are routine)."""
+def _drop(delivery: Delivery, why: str) -> Dropped:
+    """A stale, duplicate or unexpected wake-up: committed, nothing else."""
     ev = delivery.event
-    return AttemptResult(
-        Outcome.DROP, delivery.headers.attempt, ev.schedule_id, ev.flag_key, error_message=why
+    return Dropped(
+        attempt=delivery.headers.attempt, schedule_id=ev.schedule_id, flag_key=ev.flag_key, why=why
     )
 
 
@@ -168,7 +165,7 @@ def attempt_in_transaction(
     delivery: Delivery,
     ctx: AttemptContext,
     flags: dict[str, Row] | None = None,
-) -> AttemptResult:
+) -> Attempted:
     """One attempt inside the caller's transaction.
 
     ``flags`` holds the flag rows the caller's transaction has locked already (and is
@@ -183,22 +180,20 @@ def attempt_in_transaction(
         SCHEDULE_AND_ATTEMPT, (delivery.headers.attempt, delivery.event.schedule_id)
     ).fetchone()
     row = triage(conn, delivery, found)
-    if isinstance(row, AttemptResult):
+    if not isinstance(row, dict):
         return row
     if row["status"] == "cancelled":
-        return record(conn, plan_outcome(row, delivery, ctx, started, Outcome.CANCELLED))
+        return record(conn, plan_cancelled(row, delivery, ctx, started))
     if flags is None:
         set_local(conn, "lock_timeout", ctx.lock_timeout_ms)
     try:
         with conn.transaction():  # savepoint: a failed apply rolls back only itself
             version = _apply_update(conn, row, delivery.headers.attempt, flags)
-    except Superseded as sup:
-        return record(
-            conn, plan_outcome(row, delivery, ctx, started, Outcome.SUPERSEDED, by=sup.by)
-        )
+    except field_order.Superseded as sup:
+        return record(conn, plan_superseded(row, delivery, ctx, started, sup.by))
     except (psycopg.Error, FlagschedError) as exc:
         return record(conn, plan_failure(row, delivery, ctx, started, exc, settle(exc)))
-    return record(conn, plan_outcome(row, delivery, ctx, started, Outcome.APPLIED, version=version))
+    return record(conn, plan_applied(row, delivery, ctx, started, version))
 
 
 def _ms(moment: datetime | None) -> int | None:

@@ -9,14 +9,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict, assert_never
 
 import psycopg
 from pydantic import ValidationError
 
 from flagsched.consumer.classify import Classification
 from flagsched.consumer.decode import Delivery
-from flagsched.consumer.outcome import AttemptResult, Outcome
+from flagsched.consumer.results import (
+    Applied,
+    Cancelled,
+    DeadLettered,
+    Dropped,
+    Outcome,
+    Recorded,
+    RetryScheduled,
+    Superseded,
+)
 from flagsched.runtime.errors import InvalidRetryPolicy
 from flagsched.schemas.error_classes import ErrorClass
 from flagsched.schemas.error_message import ERROR_MESSAGE_MAX_BYTES, truncate_utf8
@@ -64,7 +73,7 @@ def _policy(ctx: AttemptContext, row: Row, error_class: str) -> RetryPolicy:
 class Planned:
     """An attempt's outcome and the row :func:`write_outcomes` records for it."""
 
-    result: AttemptResult
+    result: Recorded
     params: dict[str, Any]
 
 
@@ -97,31 +106,70 @@ def plan_failure(
     message = truncate_utf8(text, ctx.error_message_max_bytes)
     now = datetime.now(UTC)
     exhausted = policy is None or is_exhausted(policy, n, first_failed_at=first_failed, now=now)
+    common = _common(row, delivery, started)
     if permanent or exhausted or policy is None:
         reason = DeadLetterReason.PERMANENT if permanent else DeadLetterReason.EXHAUSTED
-        return plan_outcome(
-            row,
-            delivery,
-            ctx,
-            started,
-            Outcome.DEAD,
+        dead = DeadLettered(
+            **common,
             error_class=error_class,
-            message=message,
+            error_message=message,
             reason=reason,
-            first_failed=first_failed,
+            first_failure_at=first_failed,
+            due_ms=delivery.headers.due_ms,
         )
-    due = planned_attempt_at(policy, row["id"], n, now)
-    return plan_outcome(
-        row,
-        delivery,
-        ctx,
-        started,
-        Outcome.RETRY,
+        return _planned(dead, delivery, ctx, started)
+    retry = RetryScheduled(
+        **common,
         error_class=error_class,
-        message=message,
-        next_at=due,
-        first_failed=first_failed,
+        error_message=message,
+        next_attempt_at=planned_attempt_at(policy, row["id"], n, now),
+        first_failure_at=first_failed,
     )
+    return _planned(retry, delivery, ctx, started)
+
+
+def plan_applied(
+    row: Row, delivery: Delivery, ctx: AttemptContext, started: datetime, version: int
+) -> Planned:
+    """The schedule's change took effect as the flag's ``version``."""
+    result = Applied(**_common(row, delivery, started), flag_version=version)
+    return _planned(result, delivery, ctx, started)
+
+
+def plan_superseded(
+    row: Row, delivery: Delivery, ctx: AttemptContext, started: datetime, by: int
+) -> Planned:
+    """Newer schedules (the newest: ``by``) set every field this one sets."""
+    result = Superseded(**_common(row, delivery, started), superseded_by=by)
+    return _planned(result, delivery, ctx, started)
+
+
+def plan_cancelled(row: Row, delivery: Delivery, ctx: AttemptContext, started: datetime) -> Planned:
+    """The schedule was cancelled before its attempt."""
+    return _planned(Cancelled(**_common(row, delivery, started)), delivery, ctx, started)
+
+
+class _Common(TypedDict):
+    attempt: int
+    schedule_id: int
+    flag_key: str
+    scheduled_at: datetime
+    lateness_ms: float
+
+
+def _common(row: Row, delivery: Delivery, started: datetime) -> _Common:
+    """What every recorded outcome of this attempt says."""
+    return _Common(
+        attempt=delivery.headers.attempt,
+        schedule_id=row["id"],
+        flag_key=row["flag_key"],
+        scheduled_at=row["scheduled_at"],
+        lateness_ms=(started - _due_at(delivery)).total_seconds() * 1000,
+    )
+
+
+def _due_at(delivery: Delivery) -> datetime:
+    return datetime.fromtimestamp(delivery.headers.due_ms / 1000, UTC)
 
 
 _STATUS = {
@@ -133,40 +181,45 @@ _STATUS = {
 }
 
 
-def plan_outcome(
-    row: Row,
-    delivery: Delivery,
-    ctx: AttemptContext,
-    started: datetime,
-    outcome: Outcome,
-    *,
-    version: int | None = None,
-    by: int | None = None,
-    error_class: str | None = None,
-    message: str | None = None,
-    reason: DeadLetterReason | None = None,
-    next_at: datetime | None = None,
-    first_failed: datetime | None = None,
+def _planned(
+    result: Recorded, delivery: Delivery, ctx: AttemptContext, started: datetime
 ) -> Planned:
     """The attempt row and the schedule's new state for one outcome (nothing written)."""
-    n, coords = delivery.headers.attempt, delivery.coords
-    due_at = datetime.fromtimestamp(delivery.headers.due_ms / 1000, UTC)
-    lateness_ms = (started - due_at).total_seconds() * 1000
+    next_at: datetime | None = None
+    message: str | None = None
+    error_class: str | None = None
+    first_failed: datetime | None = None
+    by: int | None = None
+    reason: DeadLetterReason | None = None
+    match result:
+        case RetryScheduled():
+            next_at, first_failed = result.next_attempt_at, result.first_failure_at
+            error_class, message = result.error_class, result.error_message
+        case DeadLettered():
+            first_failed, reason = result.first_failure_at, result.reason
+            error_class, message = result.error_class, result.error_message
+        case Superseded():
+            by = result.superseded_by
+        case Applied() | Cancelled():
+            pass
+        case _:
+            assert_never(result)
+    coords, status = delivery.coords, _STATUS[result.outcome]
     params = {
-        "id": row["id"],
-        "status": _STATUS[outcome],
+        "id": result.schedule_id,
+        "status": status,
         "failed": error_class is not None,
-        "n": n,
+        "n": result.attempt,
         "next_at": next_at,
         "msg": message,
         "cls": error_class,
         "ff": first_failed,
-        "terminal": outcome is not Outcome.RETRY,
+        "terminal": result.outcome.is_terminal,
         "by": by,
         "started": started,
-        "due_at": due_at,
-        "lateness": lateness_ms,
-        "outcome": _STATUS[outcome] if outcome is not Outcome.RETRY else "retry",
+        "due_at": _due_at(delivery),
+        "lateness": result.lateness_ms,
+        "outcome": "retry" if isinstance(result, RetryScheduled) else status,
         "reason": reason.value if reason else None,
         "topic": coords.topic,
         "part": coords.partition,
@@ -175,22 +228,6 @@ def plan_outcome(
         "trace": delivery.trace_id or ctx.trace_id,
         "with": delivery.applied_with,
     }
-    result = AttemptResult(
-        outcome,
-        n,
-        row["id"],
-        row["flag_key"],
-        row["scheduled_at"],
-        error_class,
-        message,
-        reason,
-        next_at,
-        first_failed if error_class else row["first_failed_at"],
-        version,
-        by,
-        due_ms=delivery.headers.due_ms,
-        lateness_ms=lateness_ms,
-    )
     return Planned(result, params)
 
 
@@ -258,13 +295,13 @@ def write_outcomes(conn: psycopg.Connection[Row], planned: Sequence[Planned]) ->
     conn.execute(_WRITE, params)
 
 
-def record(conn: psycopg.Connection[Row], planned: Planned) -> AttemptResult:
-    """Write one planned attempt (:func:`plan_outcome`, :func:`plan_failure`); its result."""
+def record(conn: psycopg.Connection[Row], planned: Planned) -> Recorded:
+    """Write one planned attempt (``plan_*``, :func:`plan_failure`); its result."""
     write_outcomes(conn, [planned])
     return planned.result
 
 
-def replay(conn: psycopg.Connection[Row], row: Row, rec: Row) -> AttemptResult:
+def replay(conn: psycopg.Connection[Row], row: Row, rec: Row) -> Recorded | Dropped:
     """An attempt already recorded: redo its Kafka side effects, unless a later attempt exists."""
     n = int(rec["attempt"])
     later = conn.execute(
@@ -272,29 +309,48 @@ def replay(conn: psycopg.Connection[Row], row: Row, rec: Row) -> AttemptResult:
         (row["id"], n),
     ).fetchone()
     if later is not None:
-        return AttemptResult(Outcome.DROP, n, row["id"], row["flag_key"])
-    outcome = {v: k for k, v in _STATUS.items()}.get(rec["outcome"], Outcome.RETRY)
-    version = None
-    if outcome is Outcome.APPLIED:
-        got = conn.execute(
-            "SELECT version FROM flag_change_log WHERE schedule_id = %s", (row["id"],)
-        ).fetchone()
-        version = int(got["version"]) if got else None
-    reason = DeadLetterReason(rec["dlt_reason"]) if rec["dlt_reason"] else None
+        return Dropped(
+            attempt=n,
+            schedule_id=row["id"],
+            flag_key=row["flag_key"],
+            why="a later attempt is recorded",
+        )
+    common = {
+        "attempt": n,
+        "schedule_id": row["id"],
+        "flag_key": row["flag_key"],
+        "scheduled_at": row["scheduled_at"],
+        "replay": True,
+    }
     due_ms = int(rec["due_at"].timestamp() * 1000) if rec["due_at"] else None
-    return AttemptResult(
-        outcome,
-        n,
-        row["id"],
-        row["flag_key"],
-        row["scheduled_at"],
-        rec["error_class"],
-        rec["error_message"],
-        reason,
-        rec["next_attempt_at"],
-        row["first_failed_at"],
-        version,
-        row["superseded_by"],
-        due_ms=due_ms,
-        replay=True,
-    )
+    # The attempt row's outcome column allows these five (migration 0001); a retry row
+    # says "retry".
+    match rec["outcome"]:
+        case "applied":
+            got = conn.execute(
+                "SELECT version FROM flag_change_log WHERE schedule_id = %s", (row["id"],)
+            ).fetchone()
+            return Applied(**common, flag_version=int(got["version"]) if got else None)
+        case "superseded":
+            return Superseded(**common, superseded_by=row["superseded_by"])
+        case "cancelled":
+            return Cancelled(**common)
+        case "dead":
+            return DeadLettered(
+                **common,
+                error_class=rec["error_class"],
+                error_message=rec["error_message"],
+                # The worker always records a reason; a row without one goes out as
+                # the dead-letter topic has always labelled a reasonless record.
+                reason=DeadLetterReason(rec["dlt_reason"] or DeadLetterReason.POISON),
+                first_failure_at=row["first_failed_at"],
+                due_ms=due_ms,
+            )
+        case _:
+            return RetryScheduled(
+                **common,
+                error_class=rec["error_class"],
+                error_message=rec["error_message"],
+                next_attempt_at=rec["next_attempt_at"],
+                first_failure_at=row["first_failed_at"],
+            )

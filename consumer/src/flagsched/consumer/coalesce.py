@@ -36,7 +36,6 @@ import psycopg
 from flagsched.consumer.attempt import (
     SCHEDULE_WITH_ATTEMPT,
     STATE,
-    Superseded,
     fields_to_apply,
     parse_update,
     stamped,
@@ -47,16 +46,19 @@ from flagsched.consumer.bookkeeping import (
     AttemptContext,
     Planned,
     Row,
+    plan_applied,
+    plan_cancelled,
     plan_failure,
-    plan_outcome,
+    plan_superseded,
     write_outcomes,
 )
 from flagsched.consumer.classify import settle
 from flagsched.consumer.decode import Delivery
 from flagsched.consumer.flag_write import write_flags
-from flagsched.consumer.outcome import AttemptResult, Outcome
+from flagsched.consumer.results import Applied, Attempted
 from flagsched.runtime.errors import FlagLocked, InvalidUpdate
 from flagsched.runtime.logtext import printable
+from flagsched.schemas import field_order
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,7 @@ def apply_set(
     *,
     wait_for_locked: bool,
     found: dict[int, Row] | None = None,
-) -> dict[int, AttemptResult] | None:
+) -> dict[int, Attempted] | None:
     """Attempt ``deliveries`` (in ``order``) inside the open transaction.
 
     ``flags`` are the flag rows this transaction holds locked. A flag locked by
@@ -120,17 +122,17 @@ def apply_set(
     missing = unavailable(conn, {d.event.flag_key for d in deliveries} - flags.keys())
     folds: dict[str, _Fold] = {}
     planned: list[Planned] = []
-    results: dict[int, AttemptResult] = {}
+    results: dict[int, Attempted] = {}
     for i in order:
         d = deliveries[i]
         started = datetime.now(UTC)
         row = triage(conn, d, found.get(d.event.schedule_id))
-        if isinstance(row, AttemptResult):
+        if not isinstance(row, dict):
             results[i] = row
             continue
         key = row["flag_key"]
         if row["status"] == "cancelled":
-            step = plan_outcome(row, d, ctx, started, Outcome.CANCELLED)
+            step = plan_cancelled(row, d, ctx, started)
         elif key in missing:
             exc = missing[key]
             if wait_for_locked and isinstance(exc, FlagLocked):
@@ -139,7 +141,7 @@ def apply_set(
         else:
             fold = folds.setdefault(key, _Fold(dict(flags[key])))
             step = _fold(fold, row, d, ctx, started)
-        if d.applied_with is not None and step.result.outcome is not Outcome.APPLIED:
+        if d.applied_with is not None and not isinstance(step.result, Applied):
             continue  # left to its own wake-up (it changed nothing in the fold)
         planned.append(step)
         results[i] = step.result
@@ -168,8 +170,8 @@ def _fold(fold: _Fold, row: Row, d: Delivery, ctx: AttemptContext, started: date
     flag = fold.flag
     try:
         fields = fields_to_apply(flag, row, parse_update(row))
-    except Superseded as sup:
-        return plan_outcome(row, d, ctx, started, Outcome.SUPERSEDED, by=sup.by)
+    except field_order.Superseded as sup:
+        return plan_superseded(row, d, ctx, started, sup.by)
     except InvalidUpdate as exc:
         return _failure(row, d, ctx, started, exc)
     before = {k: flag[k] for k in STATE}
@@ -181,7 +183,7 @@ def _fold(fold: _Fold, row: Row, d: Delivery, ctx: AttemptContext, started: date
     fold.log.append(
         (row["id"], d.headers.attempt, flag["version"], json.dumps(before), json.dumps(after))
     )
-    return plan_outcome(row, d, ctx, started, Outcome.APPLIED, version=flag["version"])
+    return plan_applied(row, d, ctx, started, flag["version"])
 
 
 def _write_flags(conn: psycopg.Connection[Row], folds: dict[str, _Fold]) -> None:

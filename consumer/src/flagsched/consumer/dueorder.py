@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from flagsched.consumer.decode import Delivery
-from flagsched.consumer.outcome import AttemptResult, Outcome
+from flagsched.consumer.results import Applied, Attempted
 from flagsched.schemas.events import Priority, ScheduleDue, to_epoch_ms
 from flagsched.schemas.headers import RecordHeaders
 
@@ -90,16 +90,16 @@ def brought(row: Mapping[str, Any], carrier: Delivery) -> Delivery:
 
 
 def gather(
-    results: Mapping[int, AttemptResult], real: int, carriers: Sequence[int]
-) -> dict[int, AttemptResult]:
+    results: Mapping[int, Attempted], real: int, carriers: Sequence[int]
+) -> dict[int, Attempted]:
     """The results of the batch's own deliveries (indices below ``real``), each carrying
     the applied schedules it brought (index ``real + j`` brought by ``carriers[j]``),
     in due order. A brought schedule that would not apply is not recorded at all: its
     own wake-up attempts it."""
-    extra: dict[int, list[AttemptResult]] = {}
+    extra: dict[int, list[Applied]] = {}
     for j, carrier in enumerate(carriers):
         got = results.get(real + j)
-        if got is not None and got.outcome is Outcome.APPLIED:
+        if isinstance(got, Applied):
             extra.setdefault(carrier, []).append(got)
     out = {i: r for i, r in results.items() if i < real}
     for carrier, more in extra.items():

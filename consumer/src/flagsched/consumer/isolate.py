@@ -22,28 +22,28 @@ from flagsched.consumer.attempt import SCHEDULE_AND_ATTEMPT, set_local, triage
 from flagsched.consumer.bookkeeping import AttemptContext, Row, plan_failure, record
 from flagsched.consumer.classify import Classification, classify
 from flagsched.consumer.decode import Delivery
-from flagsched.consumer.outcome import AttemptResult, Outcome
+from flagsched.consumer.results import Attempted, Paused, Poison
 from flagsched.schemas.headers import DeadLetterReason, truncate_utf8
 
 log = logging.getLogger(__name__)
 
 
-def paused(delivery: Delivery, verdict: Classification) -> AttemptResult:
+def paused(delivery: Delivery, verdict: Classification) -> Paused:
     """The record waits in place: no attempt is used up (infrastructure)."""
     ev = delivery.event
-    return AttemptResult(
-        Outcome.PAUSE,
-        delivery.headers.attempt,
-        ev.schedule_id,
+    return Paused(
+        attempt=delivery.headers.attempt,
+        schedule_id=ev.schedule_id,
+        flag_key=ev.flag_key,
         error_class=verdict.error_class.value,
     )
 
 
 def run_isolated(
     conn: psycopg.Connection[Row], deliveries: Sequence[Delivery], ctx: AttemptContext
-) -> list[AttemptResult]:
+) -> list[Attempted | Paused]:
     """The outcome of every delivery (in the order given), each in its own transaction."""
-    results: dict[int, AttemptResult] = {}
+    results: dict[int, Attempted | Paused] = {}
     stopped: Classification | None = None
     for i in run_order(deliveries):
         d = deliveries[i]
@@ -75,7 +75,7 @@ def _fail(
     ctx: AttemptContext,
     exc: Exception,
     verdict: Classification,
-) -> AttemptResult:
+) -> Attempted:
     """Record the attempt as failed with ``exc``: a retry, or dead, as the table says."""
     ev = d.event
     log.warning(
@@ -91,14 +91,14 @@ def _fail(
         set_local(conn, "statement_timeout", ctx.statement_timeout_ms)
         found = conn.execute(SCHEDULE_AND_ATTEMPT, (d.headers.attempt, ev.schedule_id)).fetchone()
         row = triage(conn, d, found)
-        if isinstance(row, AttemptResult):
+        if not isinstance(row, dict):
             return row
         return record(conn, plan_failure(row, d, ctx, started, exc, verdict))
 
 
 def _unrecorded(
     d: Delivery, ctx: AttemptContext, verdict: Classification, again: Exception
-) -> AttemptResult:
+) -> Poison:
     """Not even the failure could be recorded: the record alone is dead-lettered (the
     row is untouched; if it is still due, the stuck-row sweep re-sends it)."""
     ev = d.event
@@ -109,15 +109,14 @@ def _unrecorded(
         d.headers.attempt,
         type(again).__name__,
     )
-    return AttemptResult(
-        Outcome.POISON,
-        d.headers.attempt,
-        ev.schedule_id,
-        ev.flag_key,
+    return Poison(
+        attempt=d.headers.attempt,
+        schedule_id=ev.schedule_id,
+        flag_key=ev.flag_key,
         error_class=verdict.error_class.value,
         error_message=truncate_utf8(
             f"{type(again).__name__}: {again}", ctx.error_message_max_bytes
         ),
-        dlt_reason=DeadLetterReason.PERMANENT,
+        reason=DeadLetterReason.PERMANENT,
         due_ms=d.headers.due_ms,
     )

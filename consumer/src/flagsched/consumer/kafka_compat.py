@@ -1,6 +1,7 @@
 """kafka-python 3.0 internals in one place: resuming a paused partition (working around a
 stall), bounded transaction steps, leaving a group as a static member, consuming while a
-cooperative join is pending, and the group generation.
+cooperative join is pending (without throwing away a join that finished between two
+polls), and the group generation and leadership.
 
 kafka-python parks data it fetched for a partition that was paused meanwhile
 (KAFKA-7548) and restores it when the partition is resumed — but only while its
@@ -114,8 +115,23 @@ def generation(consumer: Any) -> int | None:
     return value if isinstance(value, int) and value >= 0 else None
 
 
+def leads(consumer: Any) -> bool | None:
+    """Whether ``consumer`` computed the assignment of the generation it last joined, that
+    is, led that join (None for an unknown client version).
+
+    A static leader restarted with its instance id is the leader to the broker but not to
+    itself: kafka-python joins with JoinGroup v7, and below v9 (KIP-814) the broker names
+    the dead member's id as the leader, so the new process syncs as a follower and reads
+    its stored assignment. No rebalance happens; this says False for it until the next
+    rebalance, in which it does lead.
+    """
+    value = getattr(getattr(consumer, "_coordinator", None), "_is_leader", None)
+    return value if isinstance(value, bool) else None
+
+
 def poll(consumer: Any, timeout_ms: int, max_records: int | None) -> dict[Any, list[Any]]:
-    """``consumer.poll``, but owned partitions keep flowing while a cooperative join waits.
+    """``consumer.poll``, but owned partitions keep flowing while a cooperative join waits,
+    and a join that finished between two polls is completed, not sent again.
 
     kafka-python's ``poll()`` returns nothing at all while a JoinGroup is pending, also
     for the partitions the member keeps under the cooperative protocol. A join waits for
@@ -127,7 +143,18 @@ def poll(consumer: Any, timeout_ms: int, max_records: int | None) -> dict[Any, l
     A partition revoked by the join is handed over only after this member revoked it
     (cooperative round two); a commit that meets the new generation fails, and the batch
     is rewound and replayed like any failed commit.
+
+    kafka-python 3.0.12 leaves a join (JoinGroup and SyncGroup) in flight when a poll's
+    timeout ends first, and the next poll awaits it again; but if it finished in between
+    (the loop was handling a batch), the next poll starts a new JoinGroup instead of
+    taking its result (``ensure_active_group_async``: ``_join_task.is_done`` makes a new
+    task). A follower's needless JoinGroup is answered from the group's state, but a
+    *leader's* makes the broker rebalance the whole group: a restarted static leader, or
+    the leader of a cooperative round, then caused a rebalance nobody needed
+    (tests/integration/test_membership.py flaked on it). :func:`_claim_finished_join`
+    hands the finished join to the next poll, which completes it as if it had waited.
     """
+    _claim_finished_join(consumer)
     records: dict[Any, list[Any]] = consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
     if records or not _joining_cooperatively(consumer) or not consumer.assignment():
         return records
@@ -137,6 +164,38 @@ def poll(consumer: Any, timeout_ms: int, max_records: int | None) -> dict[Any, l
     limit = max_records or consumer.config["max_poll_records"]
     fetched, _ = fetcher.fetch_records(limit, update_offsets=True, timeout_ms=0)
     return dict(fetched)
+
+
+class _FinishedJoin:
+    """A join task that finished after the poll awaiting it gave up. It reads as still
+    running, so the coordinator's next poll awaits it instead of replacing it; awaiting
+    it yields the finished task's assignment (or raises its error) at once."""
+
+    is_done = False  # what the coordinator checks before it starts a new join
+
+    def __init__(self, finished: Any) -> None:
+        self._finished = finished
+
+    def add_callback(self, f: Any, *args: Any, **kwargs: Any) -> _FinishedJoin:
+        self._finished.add_callback(f, *args, **kwargs)
+        return self
+
+    def add_errback(self, f: Any, *args: Any, **kwargs: Any) -> _FinishedJoin:
+        self._finished.add_errback(f, *args, **kwargs)
+        return self
+
+    def __await__(self) -> Any:
+        return self._finished.__await__()
+
+
+def _claim_finished_join(consumer: Any) -> None:
+    # Only the coordinator's join loop, inside poll() on this lane's thread, sets the
+    # task; between two polls of this thread nothing else touches it.
+    coordinator: Any = getattr(consumer, "_coordinator", None)
+    task = getattr(coordinator, "_join_task", None)
+    if task is not None and not isinstance(task, _FinishedJoin) and task.is_done is True:
+        coordinator._join_task = _FinishedJoin(task)
+        log.info("group %s: a join finished between two polls; completing it", coordinator.group_id)
 
 
 def _joining_cooperatively(consumer: Any) -> bool:

@@ -34,12 +34,13 @@ from flagsched.consumer.coordination import BreakerCoordinator, BreakerHook
 from flagsched.consumer.decode import Coordinates, coordinates
 from flagsched.consumer.holds import Holds
 from flagsched.consumer.kafka_clients import KafkaClients, Lane
-from flagsched.consumer.kafka_compat import generation, poll, resume
+from flagsched.consumer.kafka_compat import generation, leads, poll, resume
 from flagsched.consumer.lanes import PriorityGate, PrioritySignal, backlog
 from flagsched.consumer.observe import observe, prepare
-from flagsched.consumer.outcome import AttemptResult, OutRecord, Source, decide
+from flagsched.consumer.outcome import OutRecord, Source, decide
 from flagsched.consumer.processor import RecordProcessor, now_ms
 from flagsched.consumer.rebalance import RebalanceListener
+from flagsched.consumer.results import AttemptResult, facts
 from flagsched.runtime.settings import Settings
 from flagsched.runtime.telemetry.metrics import Metrics
 from flagsched.runtime.telemetry.tracing import Tracing
@@ -150,6 +151,10 @@ class LaneWorker:
         """This lane's group and the generation it last joined."""
         return self._clients.group, generation(self._clients.consumer)
 
+    def leads(self) -> tuple[str, bool | None]:
+        """This lane's group and whether this lane computed its current assignment."""
+        return self._clients.group, leads(self._clients.consumer)
+
     def _turn(self, stop: threading.Event) -> None:
         try:
             self._turn_once(stop)
@@ -191,13 +196,14 @@ class LaneWorker:
         gen = generation(consumer)
         if gen is not None and gen != self._generation:
             log.info(
-                "worker %s %s lane: group %s generation %s (was %s), %d partitions",
+                "worker %s %s lane: group %s generation %s (was %s), %d partitions, leader %s",
                 self.worker_id,
                 self.lane.value,
                 self._clients.group,
                 gen,
                 self._generation,
                 len(self.assigned),
+                leads(consumer),
             )
             self._generation = gen
 
@@ -306,14 +312,15 @@ class LaneWorker:
         if self._metrics is not None:
             observe(self._metrics, result, self.layout.tier_label(rec.topic))
         if not result.outcome.is_routine:
+            seen = facts(result)
             log.info(
                 "schedule=%s flag=%s attempt=%s outcome=%s error=%s topic=%s partition=%s "
                 "offset=%s",
-                result.schedule_id,
-                result.flag_key,
+                seen.schedule_id,
+                seen.flag_key,
                 result.attempt,
                 result.outcome.value,
-                result.error_class,
+                seen.error_class,
                 rec.topic,
                 rec.partition,
                 rec.offset,

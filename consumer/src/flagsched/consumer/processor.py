@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import time
 from contextlib import AbstractContextManager, ExitStack
-from typing import Any
+from typing import Any, assert_never
 
 from flagsched.consumer.apply import run_batch
 from flagsched.consumer.bookkeeping import AttemptContext
@@ -20,7 +20,21 @@ from flagsched.consumer.decode import Delivery, coordinates, decode_event, decod
 from flagsched.consumer.holds import Timing, judge, latest_due_ms, partition_wake_ms, rotation_tier
 from flagsched.consumer.isolate import paused, run_isolated
 from flagsched.consumer.jsonb import install as read_json_safely
-from flagsched.consumer.outcome import AttemptResult, Outcome
+from flagsched.consumer.results import (
+    Applied,
+    Attempted,
+    AttemptResult,
+    Cancelled,
+    DeadLettered,
+    Dropped,
+    Held,
+    Hopped,
+    Paused,
+    Poison,
+    RetryScheduled,
+    Superseded,
+    facts,
+)
 from flagsched.runtime.db.connect import DictConnection, connect
 from flagsched.runtime.errors import PoisonRecord
 from flagsched.runtime.logtext import printable
@@ -38,7 +52,7 @@ Span = AttemptSpan | None
 
 
 class RecordProcessor:
-    """Turns consumed records into :class:`AttemptResult` values."""
+    """Turns consumed records into results (consumer/results.py)."""
 
     def __init__(
         self,
@@ -78,21 +92,18 @@ class RecordProcessor:
             )
         verdict = judge(self.layout, rec.topic, rec.timestamp, headers, now)
         if verdict.timing is Timing.HOLD:
-            return AttemptResult(
-                Outcome.HOLD, headers.attempt, hold_until_ms=verdict.until_ms, carried=headers
-            )
+            return Held(attempt=headers.attempt, until_ms=verdict.until_ms, carried=headers)
         try:
             event = decode_event(rec, max_bytes=self.settings.max_record_bytes)
         except PoisonRecord as exc:
             return _poison(rec, exc)
         if verdict.timing is Timing.HOP:
             assert verdict.hop_tier_s is not None
-            return AttemptResult(
-                Outcome.HOP,
-                headers.attempt,
-                event.schedule_id,
-                event.flag_key,
-                hop_topic=self.layout.tier_topic(verdict.hop_tier_s),
+            return Hopped(
+                attempt=headers.attempt,
+                schedule_id=event.schedule_id,
+                flag_key=event.flag_key,
+                topic=self.layout.tier_topic(verdict.hop_tier_s),
                 carried=headers,
             )
         return Delivery(event, headers, coordinates(rec))
@@ -115,36 +126,36 @@ class RecordProcessor:
         for rec in records:
             verdict = self.judge(rec)
             judged.append((rec, verdict))
-            if _held(verdict) and rec.topic not in self.layout.tier_topics:
+            if isinstance(verdict, Held) and rec.topic not in self.layout.tier_topics:
                 return judged
-        ready = [i for i, (_, v) in enumerate(judged) if not _held(v)]
+        ready = [i for i, (_, v) in enumerate(judged) if not isinstance(v, Held)]
         last = ready[-1] if ready else -1
         now = now_ms()
-        out = [(r, self._rotate(r, v, now) if _held(v) else v) for r, v in judged[: last + 1]]
-        rest = judged[last + 1 :]
+        out: list[tuple[Any, AttemptResult | Delivery]] = [
+            (r, self._rotate(r, v, now) if isinstance(v, Held) else v)
+            for r, v in judged[: last + 1]
+        ]
+        # Everything after the last ready record is held.
+        rest = [(r, v) for r, v in judged[last + 1 :] if isinstance(v, Held)]
         if rest:
             first_rec, first = rest[0]
-            assert isinstance(first, AttemptResult)
-            wakes = (v.hold_until_ms or 0 for _, v in rest if isinstance(v, AttemptResult))
+            wakes = (v.until_ms for _, v in rest)
             until = partition_wake_ms(self.layout, first_rec.topic, wakes, now)
-            out.append((first_rec, dataclasses.replace(first, hold_until_ms=until)))
+            out.append((first_rec, dataclasses.replace(first, until_ms=until)))
         return out
 
-    def _rotate(self, rec: Any, held: AttemptResult | Delivery, now: int) -> AttemptResult:
-        assert isinstance(held, AttemptResult)
-        assert held.carried is not None
+    def _rotate(self, rec: Any, held: Held, now: int) -> Hopped | Poison:
         try:
             event = decode_event(rec, max_bytes=self.settings.max_record_bytes)
         except PoisonRecord as exc:
             return _poison(rec, exc)
         tier = rotation_tier(self.layout, held.carried.due_ms, now)
-        return dataclasses.replace(
-            held,
-            outcome=Outcome.HOP,
+        return Hopped(
+            attempt=held.attempt,
             schedule_id=event.schedule_id,
             flag_key=event.flag_key,
-            hold_until_ms=None,
-            hop_topic=self.layout.tier_topic(tier),
+            topic=self.layout.tier_topic(tier),
+            carried=held.carried,
         )
 
     def process_batch(self, batch: dict[Any, list[Any]]) -> list[tuple[Any, list[Handled]]]:
@@ -161,7 +172,7 @@ class RecordProcessor:
             for tp, records in batch.items():
                 items: list[tuple[Any, AttemptResult | Delivery, Span]] = []
                 for rec, verdict in self.judge_partition(records):
-                    if _held(verdict):
+                    if isinstance(verdict, Held):
                         # Not an attempt: no span (a held record is judged again on wake).
                         items.append((rec, verdict, None))
                         break
@@ -188,7 +199,11 @@ class RecordProcessor:
         self, rec: Any, verdict: AttemptResult | Delivery
     ) -> AbstractContextManager[AttemptSpan]:
         # The headers judge() decoded already (a hop carries them; poison has none).
-        headers = verdict.headers if isinstance(verdict, Delivery) else verdict.carried
+        headers: RecordHeaders | None = None
+        if isinstance(verdict, Delivery):
+            headers = verdict.headers
+        elif isinstance(verdict, Hopped):
+            headers = verdict.carried
         priority = rec.topic == self.layout.priority
         return self.tracing.process(
             topic=rec.topic,
@@ -203,11 +218,11 @@ class RecordProcessor:
             tier=self.layout.tier_label(rec.topic),
         )
 
-    def _attempt_all(self, due: list[Delivery]) -> list[AttemptResult]:
+    def _attempt_all(self, due: list[Delivery]) -> list[Attempted | Paused]:
         if not due:
             return []
         try:
-            return run_batch(self._db(), due, self.ctx)
+            return list(run_batch(self._db(), due, self.ctx))
         except Exception as exc:
             verdict = classify(exc)
             if not verdict.pauses:
@@ -219,7 +234,7 @@ class RecordProcessor:
                     type(exc).__name__,
                 )
                 results = run_isolated(self._db(), due, self.ctx)
-                if any(r.outcome is Outcome.PAUSE for r in results):
+                if any(isinstance(r, Paused) for r in results):
                     self.drop_connection()
                 return results
             # Infrastructure: the whole batch rolled back, no attempt was recorded, so
@@ -271,21 +286,16 @@ class RecordProcessor:
             self._conn = None
 
 
-def _held(verdict: AttemptResult | Delivery) -> bool:
-    return isinstance(verdict, AttemptResult) and verdict.outcome is Outcome.HOLD
-
-
-def _poison(rec: Any, exc: PoisonRecord) -> AttemptResult:
+def _poison(rec: Any, exc: PoisonRecord) -> Poison:
     # The attempt and due time the record carried, when its headers were readable.
     headers = None
     with contextlib.suppress(PoisonRecord):
         headers = RecordHeaders.decode(rec.headers)
-    return AttemptResult(
-        Outcome.POISON,
-        headers.attempt if headers else 1,
+    return Poison(
+        attempt=headers.attempt if headers else 1,
         error_class=ErrorClass.POISON.value,
         error_message=truncate_utf8(str(exc), ERROR_MESSAGE_MAX_BYTES),
-        dlt_reason=DeadLetterReason.POISON,
+        reason=DeadLetterReason.POISON,
         due_ms=headers.due_ms if headers else None,
     )
 
@@ -294,20 +304,32 @@ def _traced(result: AttemptResult, span: Span) -> AttemptResult:
     """Finish the attempt's span; every record sent because of it carries its traceparent."""
     if span is None:
         return result
-    span.annotate(result.schedule_id, result.flag_key, result.attempt)
+    seen = facts(result)
+    span.annotate(seen.schedule_id, seen.flag_key, result.attempt)
     span.finish(
         result.outcome.value,
         failed=result.outcome.is_failure,
-        error_class=result.error_class,
-        error_message=result.error_message,
-        lateness_ms=result.lateness_ms,
+        error_class=seen.error_class,
+        error_message=seen.error_message,
+        lateness_ms=seen.lateness_ms,
     )
     if span.traceparent is None:
         return result
-    carried = result.carried  # HOP forwards these headers: they name this attempt too
-    if carried is not None:
-        carried = carried.model_copy(update={"traceparent": span.traceparent})
-    return dataclasses.replace(result, traceparent=span.traceparent, carried=carried)
+    return _with_traceparent(result, span.traceparent)
+
+
+def _with_traceparent(result: AttemptResult, traceparent: str) -> AttemptResult:
+    match result:
+        case Applied() | RetryScheduled() | DeadLettered() | Superseded() | Cancelled() | Poison():
+            return dataclasses.replace(result, traceparent=traceparent)
+        case Hopped():
+            # A hop forwards the headers it carries: they name this attempt too.
+            carried = result.carried.model_copy(update={"traceparent": traceparent})
+            return dataclasses.replace(result, carried=carried)
+        case Dropped() | Paused() | Held():
+            return result  # nothing is sent because of it
+        case _:
+            assert_never(result)
 
 
 def now_ms() -> int:

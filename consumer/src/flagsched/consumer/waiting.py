@@ -15,8 +15,7 @@ from flagsched.consumer.attempt import SCHEDULE_WITH_ATTEMPT
 from flagsched.consumer.bookkeeping import Row
 from flagsched.consumer.decode import Coordinates
 from flagsched.consumer.dueorder import Bound
-from flagsched.consumer.outcome import AttemptResult, Outcome
-from flagsched.schemas.events import to_epoch_ms
+from flagsched.consumer.results import Applied
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +122,8 @@ def lock_waiting(
 
 # Attempts a wake-up brought with its own (applied_with set, at its coordinates).
 _BROUGHT = """
-SELECT a.schedule_id, a.attempt, a.due_at, a.topic, a.kafka_partition, a.kafka_offset,
-       s.flag_key, s.scheduled_at, s.first_failed_at, l.version
+SELECT a.schedule_id, a.attempt, a.topic, a.kafka_partition, a.kafka_offset,
+       s.flag_key, s.scheduled_at, l.version
   FROM unnest(%b::text[], %b::integer[], %b::bigint[]) AS w(topic, part, off)
   JOIN schedule_retry_attempts a
     ON a.applied_with IS NOT NULL
@@ -137,7 +136,7 @@ SELECT a.schedule_id, a.attempt, a.due_at, a.topic, a.kafka_partition, a.kafka_o
 
 def brought_before(
     conn: psycopg.Connection[Row], coords: Sequence[Coordinates]
-) -> dict[tuple[str, int, int], tuple[AttemptResult, ...]]:
+) -> dict[tuple[str, int, int], tuple[Applied, ...]]:
     """What these records' wake-ups brought when they were processed before (their Kafka
     transaction did not commit, so they are here again): replays of those applied
     attempts, keyed by (topic, partition, offset)."""
@@ -147,19 +146,16 @@ def brought_before(
         _BROUGHT,
         ([c.topic for c in coords], [c.partition for c in coords], [c.offset for c in coords]),
     ).fetchall()
-    out: dict[tuple[str, int, int], list[AttemptResult]] = {}
+    out: dict[tuple[str, int, int], list[Applied]] = {}
     for r in rows:
         where = (str(r["topic"]), int(r["kafka_partition"]), int(r["kafka_offset"]))
         out.setdefault(where, []).append(
-            AttemptResult(
-                Outcome.APPLIED,
-                int(r["attempt"]),
-                int(r["schedule_id"]),
-                str(r["flag_key"]),
-                r["scheduled_at"],
-                first_failure_at=r["first_failed_at"],
+            Applied(
+                attempt=int(r["attempt"]),
+                schedule_id=int(r["schedule_id"]),
+                flag_key=str(r["flag_key"]),
+                scheduled_at=r["scheduled_at"],
                 flag_version=None if r["version"] is None else int(r["version"]),
-                due_ms=None if r["due_at"] is None else to_epoch_ms(r["due_at"]),
                 replay=True,
             )
         )

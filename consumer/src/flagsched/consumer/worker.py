@@ -105,6 +105,10 @@ class Worker:
         """Per group this worker is a member of: the generation it last joined."""
         return dict(lane.generation() for lane in self.lanes)
 
+    def leads(self) -> dict[str, bool | None]:
+        """Per group this worker is a member of: whether it computed the current assignment."""
+        return dict(lane.leads() for lane in self.lanes)
+
     def run(self, stop: threading.Event) -> None:
         """Run both lanes until ``stop`` is set; each finishes its batch and leaves."""
         log.info(

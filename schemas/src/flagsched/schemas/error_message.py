@@ -9,7 +9,7 @@ never a higher one, so no setting can make a model refuse a message.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, overload
 
 from pydantic import BeforeValidator, Field
 
@@ -18,6 +18,10 @@ ERROR_MESSAGE_MAX_BYTES: Final = 4096
 _ELLIPSIS = "..."
 
 
+@overload
+def truncate_utf8(text: str, max_bytes: int) -> str: ...
+@overload
+def truncate_utf8(text: None, max_bytes: int) -> None: ...
 def truncate_utf8(text: str | None, max_bytes: int) -> str | None:
     """Cut ``text`` to at most ``max_bytes`` of UTF-8 without splitting a character."""
     if text is None:
