@@ -105,15 +105,18 @@ def retrying(db, seconds: float | None) -> int:
 
 
 def test_backlog_by_tier_and_overdue_age(db, dsn):
-    tiers = (0.5, 1.0, 60.0)
-    for offset in (-120.0, -5.0, 0.2, 0.7, 0.8, 30.0, 500.0, None):
+    # Seconds of margin between each offset and its bucket's edges, so that a slow
+    # machine (the rows are timed from the test's clock, the buckets from now() at read
+    # time) cannot move a row across an edge.
+    tiers = (10.0, 20.0, 600.0)
+    for offset in (-120.0, -5.0, 8.0, 17.0, 18.0, 300.0, 5000.0, None):
         retrying(db, offset)
     add_schedule(db, "f", {"enabled": True}, at=seconds_from_now(-30))  # due, undispatched
     add_schedule(db, "f", {"enabled": True}, at=seconds_from_now(3600))  # not due yet
 
     snap = read_backlog(db, tiers)
 
-    assert snap.by_tier == {"overdue": 2, "hold": 1, "0.5": 2, "1": 1, "60": 1, "none": 1}
+    assert snap.by_tier == {"overdue": 2, "hold": 1, "10": 2, "20": 1, "600": 1, "none": 1}
     assert snap.retrying == 8
     assert 119 <= snap.oldest_overdue_s < 180
     assert snap.dispatch_backlog == 1
@@ -121,7 +124,7 @@ def test_backlog_by_tier_and_overdue_age(db, dsn):
 
     registry = CollectorRegistry()
     BacklogCollector(dsn, tiers).register(registry)
-    assert registry.get_sample_value("flagsched_retry_backlog_schedules", {"tier": "0.5"}) == 2
+    assert registry.get_sample_value("flagsched_retry_backlog_schedules", {"tier": "10"}) == 2
     assert registry.get_sample_value("flagsched_dispatch_backlog_schedules") == 1
     assert registry.get_sample_value("flagsched_backlog_up") == 1
     assert registry.get_sample_value("flagsched_backlog_scrape_errors_total") == 0
