@@ -3,7 +3,9 @@
 A record's wake time is derived from its headers and its topic alone, so after
 a rebalance (or a restart) the new owner re-derives the same hold: nothing
 depends on in-process state. Tier records wake at ``min(due, timestamp + tier)``;
-one that still has a tier's worth of time left hops to a smaller tier.
+one that still has a tier's worth of time left hops to a smaller tier. A record
+waiting for an older schedule of its flag (``flagsched-order-waits``) wakes at
+``max(due, timestamp + tier)``.
 """
 
 from __future__ import annotations
@@ -41,7 +43,15 @@ def judge(
     """Decide whether the record is due now, must be held, or hops to a smaller tier."""
     due_ms = headers.due_ms
     tier_s = layout.tier_topics.get(topic)
-    wake_ms = due_ms if tier_s is None else min(due_ms, timestamp_ms + int(tier_s * 1000))
+    if tier_s is None:
+        wake_ms = due_ms
+    elif headers.order_waits:
+        # Due already, and sent round the tier to wait for an older schedule of its flag
+        # (due order, consumer/dueorder.py): it wakes a whole tier after it was appended
+        # (never before it is due; a forged count only delays it by one tier).
+        wake_ms = max(due_ms, timestamp_ms + int(tier_s * 1000))
+    else:
+        wake_ms = min(due_ms, timestamp_ms + int(tier_s * 1000))
     if now_ms < wake_ms:
         return Verdict(Timing.HOLD, wake_ms)
     remaining_s = (due_ms - now_ms) / 1000

@@ -21,6 +21,7 @@ from flagsched.consumer.results import (
     AttemptResult,
     Cancelled,
     DeadLettered,
+    Deferred,
     Dropped,
     Held,
     Hopped,
@@ -109,6 +110,11 @@ def _action(
         case Hopped():
             # Same attempt, same due time, same failure history: only the tier changes.
             return Action(publish=(_forward(result.topic, source, result.carried),))
+        case Deferred():
+            # Round the smallest tier, where a record that waits for an older schedule
+            # wakes a tier after it was appended (consumer/holds.py); same attempt.
+            topic = layout.tier_topic(min(layout.tiers_s))
+            return Action(publish=(_forward(topic, source, result.carried),))
         case RetryScheduled():
             due_ms = to_epoch_ms(result.next_attempt_at)
             remaining_s = max(0.0, due_ms / 1000 - clock())
