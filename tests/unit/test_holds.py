@@ -74,6 +74,33 @@ def test_never_due_before_due_time(topic, ts, due, now):
         assert v.hop_tier_s is not None and v.hop_tier_s * 1000 <= due - now
 
 
+def test_a_record_waiting_for_an_older_schedule_wakes_a_tier_after_it_was_appended():
+    # Due already: without the wait count it would be due at once, and spin.
+    tier = LAYOUT.tier_topic(1.0)
+    waiting = RecordHeaders(attempt=1, due_ms=T0 - 5_000, order_waits=3)
+    v = judge(LAYOUT, tier, T0, waiting, T0 + 10)
+    assert (v.timing, v.until_ms) == (Timing.HOLD, T0 + 1_000)
+    assert judge(LAYOUT, tier, T0, waiting, T0 + 1_000).timing is Timing.DUE
+    assert judge(LAYOUT, tier, T0, h(T0 - 5_000), T0 + 10).timing is Timing.DUE
+
+
+@given(
+    topic=st.sampled_from(list(LAYOUT.tier_topics)),
+    ts=st.integers(T0 - 10**7, T0 + 10**7),
+    due=st.integers(T0 - 10**7, T0 + 10**8),
+    now=st.integers(T0 - 10**7, T0 + 10**8),
+    waits=st.integers(1, 1_000_000),
+)
+def test_a_waiting_record_is_never_early_and_waits_at_most_a_tier_past_due(
+    topic, ts, due, now, waits
+):
+    v = judge(LAYOUT, topic, ts, RecordHeaders(attempt=1, due_ms=due, order_waits=waits), now)
+    if v.timing is Timing.DUE:
+        assert now >= due
+    if v.timing is Timing.HOLD:
+        assert now < v.until_ms <= max(due, ts + int(LAYOUT.tier_topics[topic] * 1000))
+
+
 def test_holds_registry():
     holds = Holds()
     holds.hold("a", 10)
