@@ -4,8 +4,8 @@ A record's wake time is derived from its headers and its topic alone, so after
 a rebalance (or a restart) the new owner re-derives the same hold: nothing
 depends on in-process state. Tier records wake at ``min(due, timestamp + tier)``;
 one that still has a tier's worth of time left hops to a smaller tier. A record
-waiting for an older schedule of its flag (``flagsched-order-waits``) wakes at
-``max(due, timestamp + tier)``.
+waiting for an older schedule of its flag (``flagsched-not-before-ms``) wakes no
+earlier than that, and no later than ``timestamp + tier``.
 """
 
 from __future__ import annotations
@@ -45,13 +45,16 @@ def judge(
     tier_s = layout.tier_topics.get(topic)
     if tier_s is None:
         wake_ms = due_ms
-    elif headers.order_waits:
-        # Due already, and sent round the tier to wait for an older schedule of its flag
-        # (due order, consumer/dueorder.py): it wakes a whole tier after it was appended
-        # (never before it is due; a forged count only delays it by one tier).
-        wake_ms = max(due_ms, timestamp_ms + int(tier_s * 1000))
     else:
-        wake_ms = min(due_ms, timestamp_ms + int(tier_s * 1000))
+        tier_end_ms = timestamp_ms + int(tier_s * 1000)
+        wake_ms = min(due_ms, tier_end_ms)
+        if headers.not_before_ms is not None:
+            # Sent round the tier to wait for an older schedule of its flag (due order,
+            # consumer/dueorder.py): not before the time the wait set, which a rotation
+            # carries unchanged (so rotating it does not put it off), and never more
+            # than a tier after it was appended (the broker's time: a forged value
+            # cannot hold the partition).
+            wake_ms = max(wake_ms, min(headers.not_before_ms, tier_end_ms))
     if now_ms < wake_ms:
         return Verdict(Timing.HOLD, wake_ms)
     remaining_s = (due_ms - now_ms) / 1000
