@@ -5,6 +5,7 @@ on every run. A stale retry is still superseded (tests/integration/test_retry_fl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from datetime import timedelta
@@ -17,7 +18,8 @@ from kafka import KafkaProducer
 from flagsched.consumer.apply import run_batch
 from flagsched.consumer.bookkeeping import AttemptContext
 from flagsched.consumer.decode import Coordinates, Delivery
-from flagsched.consumer.results import Applied, Outcome, RetryScheduled, facts
+from flagsched.consumer.dueorder import MAX_ORDER_WAITS
+from flagsched.consumer.results import Applied, Deferred, Outcome, RetryScheduled, facts
 from flagsched.runtime.db.connect import connect
 from flagsched.runtime.settings import Settings
 from flagsched.schemas.events import ScheduleDue, to_epoch_ms
@@ -271,19 +273,36 @@ def test_the_newest_wake_up_brings_the_older_ones_and_a_redelivery_resends_them(
     ]
 
 
+@pytest.mark.parametrize("lock_timeout_ms", [0, 200], ids=["no-lock-wait", "lock-wait"])
 def test_an_older_schedule_held_elsewhere_makes_the_newer_one_wait_its_turn(
-    settings: Settings, db: Any, dsn: str, three: list[int]
+    settings: Settings, db: Any, dsn: str, three: list[int], lock_timeout_ms: int
 ) -> None:
     first, _, third = three
     holder = psycopg.connect(dsn)  # a real row lock, as a dispatcher publishing it holds
     holder.execute("SELECT 1 FROM flag_schedules WHERE id = %s FOR UPDATE", (first,))
+    ctx = dataclasses.replace(context(settings), lock_timeout_ms=lock_timeout_ms)
+    last = wake_up(db, third, 8)
+    last = dataclasses.replace(
+        last, headers=last.headers.model_copy(update={"order_waits": MAX_ORDER_WAITS})
+    )
     try:
         with connect(dsn, autocommit=True) as conn:
-            [r] = run_batch(conn, [wake_up(db, third, 7)], context(settings))
+            [r] = run_batch(conn, [wake_up(db, third, 7)], ctx)
+            # Nothing was recorded: an ordering wait costs no attempt.
+            statuses = db.execute("SELECT status FROM flag_schedules ORDER BY id").fetchall()
+            assert [s["status"] for s in statuses] == ["dispatched"] * 3
+            assert (
+                db.execute("SELECT count(*) AS n FROM schedule_retry_attempts").fetchone()["n"] == 0
+            )
+            # Bounded: a row held through every wait fails the newer one as locked.
+            [late] = run_batch(conn, [last], ctx)
     finally:
         holder.rollback()
         holder.close()
-    assert isinstance(r, RetryScheduled) and r.error_class == "lock_contention"
+    assert isinstance(r, Deferred), r
+    assert (r.schedule_id, r.attempt, r.carried.order_waits) == (third, 1, 1)
+    assert isinstance(late, RetryScheduled) and late.error_class == "lock_contention", late
+    assert "older schedule" in late.error_message
     statuses = db.execute("SELECT status FROM flag_schedules ORDER BY id").fetchall()
     assert [s["status"] for s in statuses] == ["dispatched", "dispatched", "retrying"]
     assert db.execute("SELECT count(*) AS n FROM flag_change_log").fetchone()["n"] == 0

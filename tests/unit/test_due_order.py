@@ -8,8 +8,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flagsched.consumer.decode import Coordinates, Delivery
-from flagsched.consumer.dueorder import NEWEST_ID, bounds, brought, due_key, gather, order
-from flagsched.consumer.results import Applied, Attempted, Dropped
+from flagsched.consumer.dueorder import (
+    MAX_ORDER_WAITS,
+    NEWEST_ID,
+    bounds,
+    brought,
+    defer,
+    due_key,
+    gather,
+    order,
+)
+from flagsched.consumer.results import Applied, Attempted, Deferred, Dropped
 from flagsched.schemas.events import ScheduleDue, to_epoch_ms
 from flagsched.schemas.headers import RecordHeaders
 
@@ -60,6 +69,21 @@ def test_a_brought_schedule_asks_for_attempt_1_at_its_due_time_at_the_carriers_p
     assert (d.event.schedule_id, d.headers.attempt, d.headers.due_ms) == (4, 1, to_epoch_ms(T0))
     assert d.coords == carrier.coords
     assert d.applied_with == 9
+
+
+def test_a_deferral_counts_its_waits_and_ends_after_the_last():
+    d = delivery(5, "a", 2)
+    first = defer(d)
+    assert isinstance(first, Deferred)
+    assert (first.schedule_id, first.attempt, first.carried.order_waits) == (5, 1, 1)
+    assert first.carried.due_ms == d.headers.due_ms  # the same attempt, due as before
+    waits = 0
+    while (got := defer(d)) is not None:
+        waits += 1
+        assert got.carried.order_waits == waits
+        headers = d.headers.model_copy(update={"order_waits": waits})
+        d = Delivery(d.event, headers, d.coords)
+    assert waits == MAX_ORDER_WAITS  # bounded: then it fails as a locked flag does
 
 
 def result(sid: int, seconds: float = 0.0) -> Applied:

@@ -74,6 +74,39 @@ def test_never_due_before_due_time(topic, ts, due, now):
         assert v.hop_tier_s is not None and v.hop_tier_s * 1000 <= due - now
 
 
+def test_a_record_waiting_for_an_older_schedule_is_not_tried_before_its_wait_ends():
+    # Due already: without the wait it would be tried again at once, and spin.
+    tier = LAYOUT.tier_topic(1.0)
+    waiting = RecordHeaders(attempt=1, due_ms=T0 - 5_000, order_waits=3, not_before_ms=T0 + 900)
+    v = judge(LAYOUT, tier, T0, waiting, T0 + 10)
+    assert (v.timing, v.until_ms) == (Timing.HOLD, T0 + 900)
+    assert judge(LAYOUT, tier, T0, waiting, T0 + 900).timing is Timing.DUE
+    assert judge(LAYOUT, tier, T0, h(T0 - 5_000), T0 + 10).timing is Timing.DUE
+    # Rotated behind a ready record (appended again later): the wait does not grow.
+    assert judge(LAYOUT, tier, T0 + 500, waiting, T0 + 600).until_ms == T0 + 900
+    # A forged wait holds the partition no longer than a tier after the append.
+    forged = waiting.model_copy(update={"not_before_ms": T0 + 10**9})
+    assert judge(LAYOUT, tier, T0, forged, T0 + 10).until_ms == T0 + 1_000
+
+
+@given(
+    topic=st.sampled_from(list(LAYOUT.tier_topics)),
+    ts=st.integers(T0 - 10**7, T0 + 10**7),
+    due=st.integers(T0 - 10**7, T0 + 10**8),
+    now=st.integers(T0 - 10**7, T0 + 10**8),
+    not_before=st.integers(0, T0 + 10**9),
+)
+def test_a_waiting_record_is_never_early_and_held_at_most_a_tier_past_due(
+    topic, ts, due, now, not_before
+):
+    headers = RecordHeaders(attempt=1, due_ms=due, order_waits=1, not_before_ms=not_before)
+    v = judge(LAYOUT, topic, ts, headers, now)
+    if v.timing is Timing.DUE:
+        assert now >= due and now >= min(not_before, ts + int(LAYOUT.tier_topics[topic] * 1000))
+    if v.timing is Timing.HOLD:
+        assert now < v.until_ms <= max(due, ts + int(LAYOUT.tier_topics[topic] * 1000))
+
+
 def test_holds_registry():
     holds = Holds()
     holds.hold("a", 10)

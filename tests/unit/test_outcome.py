@@ -13,6 +13,7 @@ from flagsched.consumer.results import (
     Applied,
     Cancelled,
     DeadLettered,
+    Deferred,
     Dropped,
     Held,
     Hopped,
@@ -134,6 +135,18 @@ def test_hold_pause_drop_and_hop():
     hop = decide(hopped, SRC, LAYOUT, infra_pause_s=1)
     assert hop.publish[0].topic == "fs.retry.1s"
     assert RecordHeaders.decode(hop.publish[0].headers) == carried
+
+
+def test_a_deferral_goes_round_the_smallest_tier_with_its_wait_counted():
+    carried = RecordHeaders(attempt=1, due_ms=9, order_waits=2)
+    deferred = Deferred(attempt=1, schedule_id=7, flag_key="promo", carried=carried)
+    action = decide(deferred, SRC, LAYOUT, infra_pause_s=1, clock=lambda: NOW)
+    assert action.commit
+    assert [r.topic for r in action.publish] == ["fs.retry.1s"]  # no lifecycle event
+    assert (action.publish[0].key, action.publish[0].value) == (SRC.key, SRC.value)
+    sent = RecordHeaders.decode(action.publish[0].headers)
+    # The same attempt and due time, tried again one smallest tier from now.
+    assert sent == carried.model_copy(update={"not_before_ms": int(NOW * 1000) + 1000})
 
 
 def test_applied_superseded_cancelled_tell_subscribers():

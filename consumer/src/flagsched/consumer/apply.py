@@ -105,8 +105,9 @@ def _attempt(
     ids = [d.event.schedule_id for d in deliveries]
     bounds = dueorder.bounds(deliveries, flags.keys(), datetime.now(UTC))
     waiting = lock_waiting(conn, bounds, ids, limit=MAX_BROUGHT_PER_FLAG, wait=wait_for_waiting)
-    for key in waiting.busy:
-        # An older schedule is in flight elsewhere: as if the flag were locked elsewhere.
+    for key in waiting.busy | waiting.held:
+        # Not applied now: an older schedule held elsewhere is waited for (the flag's
+        # schedules are deferred); too many older ones, as if the flag were locked.
         del flags[key]
     carriers = [bounds[str(r["flag_key"])].carrier for r in waiting.rows]
     brought = [
@@ -116,16 +117,26 @@ def _attempt(
     order = dueorder.order(everything)
     found |= {int(r["id"]): r for r in waiting.rows}
     results = apply_set(
-        conn, everything, order, flags, ctx, wait_for_locked=wait_for_locked, found=found
+        conn,
+        everything,
+        order,
+        flags,
+        ctx,
+        wait_for_locked=wait_for_locked,
+        found=found,
+        held=waiting.held,
     )
     if results is None:
         results = {}
         for i in order:
             d = everything[i]
-            if wait_for_locked and d.event.flag_key not in flags:
+            key = d.event.flag_key
+            if wait_for_locked and key not in flags and key not in waiting.held:
                 continue
             if d.applied_with is None:
-                got: Attempted | None = attempt_in_transaction(conn, d, ctx, flags)
+                got: Attempted | None = attempt_in_transaction(
+                    conn, d, ctx, flags, held=waiting.held
+                )
             else:
                 got = _attempt_brought(conn, d, ctx, flags)
             if got is not None:

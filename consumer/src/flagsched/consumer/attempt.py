@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 from pydantic import ValidationError
 
+from flagsched.consumer import dueorder
 from flagsched.consumer.bookkeeping import (
     AttemptContext,
     Row,
@@ -165,13 +166,15 @@ def attempt_in_transaction(
     delivery: Delivery,
     ctx: AttemptContext,
     flags: dict[str, Row] | None = None,
+    held: Collection[str] = (),
 ) -> Attempted:
     """One attempt inside the caller's transaction.
 
     ``flags`` holds the flag rows the caller's transaction has locked already (and is
     updated here); a flag missing from it is not waited for (lock_contention, or
     flag_not_found). Without ``flags`` the flag row is locked here, waiting up to the
-    lock timeout.
+    lock timeout. ``held``: flags with an older waiting schedule held elsewhere (see
+    consumer/coalesce.py::apply_set): this one is deferred, or fails as locked.
     """
     started = datetime.now(UTC)
     # The schedule row may be briefly locked by a dispatcher publishing it: wait for it
@@ -184,6 +187,12 @@ def attempt_in_transaction(
         return row
     if row["status"] == "cancelled":
         return record(conn, plan_cancelled(row, delivery, ctx, started))
+    if row["flag_key"] in held:
+        deferred = dueorder.defer(delivery)
+        if deferred is not None:
+            return deferred
+        exc = dueorder.held_too_long(row["flag_key"])
+        return record(conn, plan_failure(row, delivery, ctx, started, exc, settle(exc)))
     if flags is None:
         set_local(conn, "lock_timeout", ctx.lock_timeout_ms)
     try:

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import psycopg
 
+from flagsched.consumer import dueorder
 from flagsched.consumer.attempt import (
     SCHEDULE_WITH_ATTEMPT,
     STATE,
@@ -101,6 +102,7 @@ def apply_set(
     *,
     wait_for_locked: bool,
     found: dict[int, Row] | None = None,
+    held: Collection[str] = (),
 ) -> dict[int, Attempted] | None:
     """Attempt ``deliveries`` (in ``order``) inside the open transaction.
 
@@ -108,6 +110,9 @@ def apply_set(
     another transaction fails its schedules at once with lock_contention, unless
     ``wait_for_locked``: then they are left out of the result for the caller to
     wait for. ``found``: the schedule rows, locked already (:func:`lock_rows`).
+    ``held``: flags with an older waiting schedule held elsewhere (not in ``flags``):
+    their schedules are deferred (consumer/dueorder.py), or fail as locked once they
+    have waited long enough.
     A schedule brought by another wake-up (``Delivery.applied_with``,
     consumer/dueorder.py) is recorded only if it applies. Returns results by index
     into ``deliveries``, or ``None`` when the batch must be redone one schedule at a
@@ -119,7 +124,8 @@ def apply_set(
         return None
     if found is None:
         found = lock_rows(conn, deliveries)
-    missing = unavailable(conn, {d.event.flag_key for d in deliveries} - flags.keys())
+    missing = unavailable(conn, {d.event.flag_key for d in deliveries} - flags.keys() - set(held))
+    missing |= {k: dueorder.held_too_long(k) for k in held}
     folds: dict[str, _Fold] = {}
     planned: list[Planned] = []
     results: dict[int, Attempted] = {}
@@ -133,6 +139,9 @@ def apply_set(
         key = row["flag_key"]
         if row["status"] == "cancelled":
             step = plan_cancelled(row, d, ctx, started)
+        elif key in held and (deferred := dueorder.defer(d)) is not None:
+            results[i] = deferred  # nothing recorded: it waits for the older schedule
+            continue
         elif key in missing:
             exc = missing[key]
             if wait_for_locked and isinstance(exc, FlagLocked):

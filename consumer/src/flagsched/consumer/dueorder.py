@@ -10,6 +10,15 @@ that newest wake-up, its *carrier*: recorded with ``applied_with`` (the carrier'
 schedule id) and the carrier's record coordinates, and its own wake-up, arriving
 later, finds it done and is dropped.
 
+An older waiting schedule held by another transaction (a dispatcher still claiming
+it, waiting for the broker's acknowledgement; another worker attempting it) is an
+*ordering wait*, not a failure: the newer schedule is :class:`Deferred`, recorded
+nowhere and charged no attempt, and its record goes round the smallest tier to be
+tried again a tier later (consumer/outcome.py, consumer/holds.py). At most
+:data:`MAX_ORDER_WAITS` times per attempt: after that, a row held for good makes the
+newer schedule fail with ``lock_contention`` as a locked flag does, and the retry
+policy bounds it from there.
+
 This module is the rule without I/O; consumer/waiting.py reads and locks the rows,
 consumer/apply.py runs it.
 """
@@ -22,7 +31,8 @@ from datetime import datetime
 from typing import Any
 
 from flagsched.consumer.decode import Delivery
-from flagsched.consumer.results import Applied, Attempted
+from flagsched.consumer.results import Applied, Attempted, Deferred
+from flagsched.runtime.errors import FlagLocked
 from flagsched.schemas.events import Priority, ScheduleDue, to_epoch_ms
 from flagsched.schemas.headers import RecordHeaders
 
@@ -30,6 +40,11 @@ from flagsched.schemas.headers import RecordHeaders
 DueKey = tuple[datetime, int]
 #: Larger than any schedule id: ``(now, NEWEST_ID)`` bounds "due by now".
 NEWEST_ID = 2**63 - 1
+#: How many times one attempt of a schedule waits for an older schedule of its flag
+#: held elsewhere, a smallest tier each (30 s with the default 1 s tier): longer than
+#: a dispatcher holds a claim (the broker's acknowledgement, at most twice
+#: FLAGSCHED_CONNECT_TIMEOUT_S, 20 s by default).
+MAX_ORDER_WAITS = 30
 
 
 def due_key(d: Delivery) -> DueKey:
@@ -67,6 +82,28 @@ def bounds(
             newest[key] = i
     cap: DueKey = (now, NEWEST_ID)
     return {k: Bound(min(due_key(deliveries[i]), cap), i) for k, i in newest.items()}
+
+
+def defer(d: Delivery) -> Deferred | None:
+    """``d`` waits for an older schedule of its flag held elsewhere: the deferral, or
+    None when it has waited :data:`MAX_ORDER_WAITS` times (then it fails as locked)."""
+    waits = d.headers.order_waits or 0
+    if waits >= MAX_ORDER_WAITS:
+        return None
+    return Deferred(
+        attempt=d.headers.attempt,
+        schedule_id=d.event.schedule_id,
+        flag_key=d.event.flag_key,
+        carried=d.headers.model_copy(update={"order_waits": waits + 1}),
+    )
+
+
+def held_too_long(key: str) -> FlagLocked:
+    """Why a schedule that waited :data:`MAX_ORDER_WAITS` times fails (lock_contention)."""
+    return FlagLocked(
+        f"an older schedule of flag {key!r} is still held by another transaction"
+        f" after {MAX_ORDER_WAITS} waits"
+    )
 
 
 def brought(row: Mapping[str, Any], carrier: Delivery) -> Delivery:

@@ -3,7 +3,9 @@
 A record's wake time is derived from its headers and its topic alone, so after
 a rebalance (or a restart) the new owner re-derives the same hold: nothing
 depends on in-process state. Tier records wake at ``min(due, timestamp + tier)``;
-one that still has a tier's worth of time left hops to a smaller tier.
+one that still has a tier's worth of time left hops to a smaller tier. A record
+waiting for an older schedule of its flag (``flagsched-not-before-ms``) wakes no
+earlier than that, and no later than ``timestamp + tier``.
 """
 
 from __future__ import annotations
@@ -41,7 +43,18 @@ def judge(
     """Decide whether the record is due now, must be held, or hops to a smaller tier."""
     due_ms = headers.due_ms
     tier_s = layout.tier_topics.get(topic)
-    wake_ms = due_ms if tier_s is None else min(due_ms, timestamp_ms + int(tier_s * 1000))
+    if tier_s is None:
+        wake_ms = due_ms
+    else:
+        tier_end_ms = timestamp_ms + int(tier_s * 1000)
+        wake_ms = min(due_ms, tier_end_ms)
+        if headers.not_before_ms is not None:
+            # Sent round the tier to wait for an older schedule of its flag (due order,
+            # consumer/dueorder.py): not before the time the wait set, which a rotation
+            # carries unchanged (so rotating it does not put it off), and never more
+            # than a tier after it was appended (the broker's time: a forged value
+            # cannot hold the partition).
+            wake_ms = max(wake_ms, min(headers.not_before_ms, tier_end_ms))
     if now_ms < wake_ms:
         return Verdict(Timing.HOLD, wake_ms)
     remaining_s = (due_ms - now_ms) / 1000

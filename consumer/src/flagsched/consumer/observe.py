@@ -17,6 +17,7 @@ from flagsched.consumer.results import (
     AttemptResult,
     Cancelled,
     DeadLettered,
+    Deferred,
     Dropped,
     Held,
     Hopped,
@@ -88,7 +89,7 @@ def _count(m: Metrics, result: AttemptResult, tier: str) -> None:
             m.superseded.inc()
         case Cancelled():
             m.cancelled.inc()
-        case Paused() | Dropped() | Held() | Hopped():
+        case Paused() | Dropped() | Held() | Hopped() | Deferred():
             pass  # an infrastructure attempt counts only above; the others are no attempt
         case _:
             assert_never(result)

@@ -21,6 +21,7 @@ from flagsched.consumer.results import (
     AttemptResult,
     Cancelled,
     DeadLettered,
+    Deferred,
     Dropped,
     Held,
     Hopped,
@@ -109,6 +110,13 @@ def _action(
         case Hopped():
             # Same attempt, same due time, same failure history: only the tier changes.
             return Action(publish=(_forward(result.topic, source, result.carried),))
+        case Deferred():
+            # Round the smallest tier, tried again a tier from now (consumer/holds.py):
+            # the same attempt, due time and failure history.
+            tier_s = min(layout.tiers_s)
+            wait = {"not_before_ms": int((clock() + tier_s) * 1000)}
+            headers = result.carried.model_copy(update=wait)
+            return Action(publish=(_forward(layout.tier_topic(tier_s), source, headers),))
         case RetryScheduled():
             due_ms = to_epoch_ms(result.next_attempt_at)
             remaining_s = max(0.0, due_ms / 1000 - clock())

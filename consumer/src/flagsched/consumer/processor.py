@@ -26,6 +26,7 @@ from flagsched.consumer.results import (
     AttemptResult,
     Cancelled,
     DeadLettered,
+    Deferred,
     Dropped,
     Held,
     Hopped,
@@ -324,6 +325,10 @@ def _with_traceparent(result: AttemptResult, traceparent: str) -> AttemptResult:
             return dataclasses.replace(result, traceparent=traceparent)
         case Hopped():
             # A hop forwards the headers it carries: they name this attempt too.
+            carried = result.carried.model_copy(update={"traceparent": traceparent})
+            return dataclasses.replace(result, carried=carried)
+        case Deferred():
+            # It goes round a tier: the record sent carries this attempt's trace.
             carried = result.carried.model_copy(update={"traceparent": traceparent})
             return dataclasses.replace(result, carried=carried)
         case Dropped() | Paused() | Held():

@@ -31,6 +31,7 @@ class Outcome(StrEnum):
     POISON = "poison"  # undecodable: dead letter without a schedule
     HOLD = "hold"  # not due yet: pause the partition until the wake time
     HOP = "hop"  # in a tier with time left: move to a smaller tier
+    DEFER = "defer"  # an older schedule of its flag is held elsewhere: wait, no attempt
     PAUSE = "pause"  # infrastructure failure: no attempt consumed, retry in place
 
     # What each outcome means, in one place (metrics, logs, the breaker and bookkeeping
@@ -39,7 +40,8 @@ class Outcome(StrEnum):
     def is_attempt(self) -> bool:
         """The worker tried the record (``flagsched_attempts_total``): the database was
         asked, or it failed (pause), or the record was judged poison. Holds, hops and
-        drops are not attempts. Only a pause uses up no attempt number."""
+        drops are not attempts, nor is a deferral (due order: the record waits for an
+        older schedule of its flag). Only a pause uses up no attempt number."""
         return self not in _NOT_ATTEMPTS
 
     @property
@@ -68,7 +70,7 @@ class Outcome(StrEnum):
         return self in _ROUTINE
 
 
-_NOT_ATTEMPTS = frozenset({Outcome.HOLD, Outcome.HOP, Outcome.DROP})
+_NOT_ATTEMPTS = frozenset({Outcome.HOLD, Outcome.HOP, Outcome.DROP, Outcome.DEFER})
 _NO_DATABASE = frozenset({Outcome.HOLD, Outcome.HOP, Outcome.POISON, Outcome.PAUSE})
 _TERMINAL = frozenset({Outcome.APPLIED, Outcome.DEAD, Outcome.SUPERSEDED, Outcome.CANCELLED})
 _FAILURES = frozenset({Outcome.RETRY, Outcome.DEAD, Outcome.POISON, Outcome.PAUSE})
@@ -231,6 +233,22 @@ class Hopped:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Deferred:
+    """Due order: an older schedule of the flag, not attempted yet, is held by another
+    transaction (a dispatcher still claiming it, another worker attempting it), so this
+    one must not take effect yet. Nothing is recorded and no attempt is used up: the
+    record goes round the smallest tier with ``carried`` (its headers, the wait counted
+    in ``order_waits``) and is tried again a tier later (consumer/dueorder.py)."""
+
+    outcome: ClassVar[Outcome] = Outcome.DEFER
+    attempt: int
+    schedule_id: int
+    flag_key: str
+    carried: RecordHeaders
+    also_applied: tuple[Applied, ...] = ()  # always empty: nothing was applied
+
+
+@dataclass(frozen=True, kw_only=True)
 class Paused:
     """The database is unreachable: no attempt is used up, the record waits in place."""
 
@@ -244,7 +262,7 @@ class Paused:
 #: What a recorded attempt (an attempt row) ends in; each has a lifecycle event.
 Recorded: TypeAlias = Applied | RetryScheduled | DeadLettered | Superseded | Cancelled
 #: What attempting a due record in the database ends in (consumer/apply.py).
-Attempted: TypeAlias = Recorded | Dropped | Poison
+Attempted: TypeAlias = Recorded | Dropped | Poison | Deferred
 #: How one record ended.
 AttemptResult: TypeAlias = Attempted | Held | Hopped | Paused
 
@@ -281,7 +299,7 @@ def facts(result: AttemptResult) -> Facts:
             return Facts(result.schedule_id, result.flag_key, None, result.why, None)
         case Paused():
             return Facts(result.schedule_id, result.flag_key, result.error_class, None, None)
-        case Hopped():
+        case Hopped() | Deferred():
             return Facts(result.schedule_id, result.flag_key, None, None, None)
         case Held():
             return Facts(None, None, None, None, None)
@@ -294,7 +312,7 @@ def is_replay(result: AttemptResult) -> bool:
     match result:
         case Applied() | RetryScheduled() | DeadLettered() | Superseded() | Cancelled():
             return result.replay
-        case Dropped() | Poison() | Held() | Hopped() | Paused():
+        case Dropped() | Poison() | Held() | Hopped() | Paused() | Deferred():
             return False
         case _:
             assert_never(result)
@@ -311,6 +329,7 @@ def brought(result: AttemptResult) -> tuple[Applied, ...]:
             | Cancelled()
             | Dropped()
             | Poison()
+            | Deferred()
         ):
             return result.also_applied
         case Held() | Hopped() | Paused():

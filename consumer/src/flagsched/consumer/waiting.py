@@ -59,9 +59,12 @@ _STILL_WAITING = f"SELECT s.id FROM flag_schedules s WHERE s.id = ANY(%s) AND {_
 @dataclass
 class Waiting:
     """The waiting schedules locked for this transaction (oldest first per flag), and the
-    flags whose waiting schedules could not all be taken."""
+    flags whose waiting schedules could not all be taken: ``held``, one of them is held
+    by another transaction (an ordering wait, consumer/dueorder.py); ``busy``, more of
+    them than the limit."""
 
     rows: list[Row] = field(default_factory=list)
+    held: set[str] = field(default_factory=set)
     busy: set[str] = field(default_factory=set)
 
 
@@ -75,10 +78,11 @@ def lock_waiting(
 ) -> Waiting:
     """Lock each bounded flag's waiting schedules (the schedules in ``batch`` aside).
 
-    A flag is *busy* when one of them is held by another transaction, or it has more
-    than ``limit``: its schedules must not take effect before them, so the caller
-    treats it as a flag it could not lock. ``wait``: wait for held rows up to the
-    transaction's lock timeout instead of skipping them.
+    A flag is *held* when one of them is held by another transaction, *busy* when it has
+    more than ``limit``: either way its schedules must not take effect before them, so
+    the caller does not apply the flag (a held one's schedules wait, a busy one's fail
+    as if the flag were locked). ``wait``: wait for held rows up to the transaction's
+    lock timeout instead of skipping them.
     """
     if not bounds:
         return Waiting()
@@ -98,7 +102,7 @@ def lock_waiting(
                 found = conn.execute(_PULL.format(lock=""), params).fetchall()
         except (errors.LockNotAvailable, errors.DeadlockDetected) as exc:
             log.info("waiting schedules of flags %s held elsewhere: %s", keys, exc)
-            return Waiting(busy=set(keys))
+            return Waiting(held=set(keys))
     out = Waiting()
     per_flag: dict[str, list[Row]] = {}
     missing: dict[int, str] = {}
@@ -112,10 +116,10 @@ def lock_waiting(
         )
     if missing:
         held = conn.execute(_STILL_WAITING, (list(missing),)).fetchall()
-        out.busy |= {missing[int(r["id"])] for r in held}
-    out.busy |= {k for k, rows in per_flag.items() if len(rows) > limit}
+        out.held |= {missing[int(r["id"])] for r in held}
+    out.busy |= {k for k, rows in per_flag.items() if len(rows) > limit} - out.held
     for key, rows in per_flag.items():
-        if key not in out.busy:
+        if key not in out.busy and key not in out.held:
             out.rows += sorted(rows, key=lambda r: (r["scheduled_at"], r["id"]))
     return out
 

@@ -16,6 +16,8 @@ headers are replaced, never accumulated, however many hops a record makes.
 | flagsched-error-class | retry, dead letter | last error class (schemas.error_classes) |
 | flagsched-error-message | retry, dead letter | last error message, UTF-8, <= 4096 bytes |
 | flagsched-dlt-reason | dead letter | exhausted / permanent / poison |
+| flagsched-order-waits | retry tier | waits of this attempt for an older schedule (due order) |
+| flagsched-not-before-ms | retry tier | such a waiting record is not tried before (epoch ms) |
 | traceparent | all (optional) | W3C trace context of the attempt that sent it |
 """
 
@@ -40,6 +42,8 @@ ORIGIN_GROUP = "flagsched-origin-group"
 ERROR_CLASS = "flagsched-error-class"
 ERROR_MESSAGE = "flagsched-error-message"
 DLT_REASON = "flagsched-dlt-reason"
+ORDER_WAITS = "flagsched-order-waits"
+NOT_BEFORE_MS = "flagsched-not-before-ms"
 TRACEPARENT = "traceparent"
 
 #: The longest header flagsched writes is the error message; a longer one is poison.
@@ -71,6 +75,8 @@ class RecordHeaders(BaseModel):
     error_class: str | None = None
     error_message: ErrorMessage | None = None
     dlt_reason: DeadLetterReason | None = None
+    order_waits: int | None = Field(default=None, ge=1, le=1_000_000)
+    not_before_ms: int | None = Field(default=None, ge=0)
     traceparent: str | None = None
 
     def encode(self) -> list[tuple[str, bytes]]:
@@ -86,6 +92,8 @@ class RecordHeaders(BaseModel):
             (ERROR_CLASS, self.error_class),
             (ERROR_MESSAGE, self.error_message),  # bounded by its type
             (DLT_REASON, self.dlt_reason.value if self.dlt_reason else None),
+            (ORDER_WAITS, self.order_waits),
+            (NOT_BEFORE_MS, self.not_before_ms),
             (TRACEPARENT, self.traceparent),
         ]
         return [(k, str(v).encode()) for k, v in pairs if v is not None]
@@ -123,5 +131,7 @@ _KNOWN = {
     ERROR_CLASS: "error_class",
     ERROR_MESSAGE: "error_message",
     DLT_REASON: "dlt_reason",
+    ORDER_WAITS: "order_waits",
+    NOT_BEFORE_MS: "not_before_ms",
     TRACEPARENT: "traceparent",
 }
