@@ -150,6 +150,38 @@ def test_a_follower_whose_probe_fails_stays_open():
     assert breaker.open_remote() is False  # already open: nothing changes
 
 
+def test_only_an_outage_this_worker_saw_ends_with_a_drain():
+    clock = Clock()
+    config = BreakerConfig(probe_base_s=0.5, probe_cap_s=1.0, stale_s=60.0)
+    # A hint (forged, stale or real) whose first probe the database answers: no drain.
+    hinted = Breaker(config, clock=clock)
+    hinted.open_remote()
+    clock.now += 1.0
+    assert hinted.probe_due()
+    hinted.probe_result(True)
+    assert not hinted.is_open and not hinted.closed_after_outage
+    # A hint whose probe fails: this worker saw the outage, so it drains when it closes,
+    # whoever closes it.
+    follower = Breaker(config, clock=clock)
+    follower.open_remote()
+    clock.now += 1.0
+    assert follower.probe_due()
+    follower.probe_result(False)
+    assert follower.close_remote() and follower.closed_after_outage
+    # Its own failures opened it: a drain, and the next hinted open starts afresh.
+    opener = Breaker(
+        BreakerConfig(threshold=2, probe_base_s=0.5, probe_cap_s=1.0, stale_s=0.0), clock=clock
+    )
+    opener.record_failure()
+    assert opener.record_failure() and opener.is_open
+    clock.now += 1.0
+    assert opener.probe_due()
+    opener.probe_result(True)
+    assert opener.closed_after_outage
+    assert opener.open_remote()
+    assert opener.close_remote() and not opener.closed_after_outage
+
+
 # --- the error table ---------------------------------------------------------------------------
 
 

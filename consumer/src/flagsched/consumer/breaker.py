@@ -13,6 +13,11 @@ CLOSED event or on its own successful probe, whichever comes first. After its
 own probe has succeeded, it ignores remote OPENs for ``stale_s``: whoever can
 write the control topic cannot keep it paused while the database answers it
 (a real outage in that window is still found by its own failures).
+
+The drain limiter runs after an outage this worker saw itself (its own failures
+opened the breaker, or one of its probes failed): a hint whose first probe the
+database answered was no outage here, so it ends without a drain, and a forged or
+stale OPEN costs a pause of one probe, not ``drain_s`` of throttled consumption.
 """
 
 from __future__ import annotations
@@ -53,6 +58,9 @@ class Breaker:
         self._probes = 0
         self._next_probe = 0.0
         self._answered_at: float | None = None  # this worker's last successful probe
+        self._witnessed = False  # this worker saw the current outage itself
+        #: Whether the last open period was an outage this worker saw (see the module doc).
+        self.closed_after_outage = False
         self._probe_policy = RetryPolicy(
             max_retries=0,
             base_s=min(config.probe_base_s, config.probe_cap_s),  # the model rejects base > cap
@@ -118,16 +126,20 @@ class Breaker:
             self._close()
             return
         self.state = BreakerState.OPEN
+        self._witnessed = True
         self._schedule_probe()
 
     def _open(self, *, remote: bool) -> None:
         self.state = BreakerState.OPEN
         self.remote = remote
+        self._witnessed = not remote
         self.opened_at = self._clock()
         self._probes = 0
         self._schedule_probe()
 
     def _close(self) -> None:
+        self.closed_after_outage = self._witnessed
+        self._witnessed = False
         self.state = BreakerState.CLOSED
         self.remote = False
         self.opened_at = None

@@ -115,7 +115,8 @@ class BreakerCoordinator:
     def _resume_all(self) -> None:
         for consumer in self._clients.consumers():
             resume(consumer, consumer.assignment())
-        self._drain.start()
+        if self.breaker.closed_after_outage:
+            self._drain.start()
         self._notify_breaker()
 
     def _notify_breaker(self) -> None:
