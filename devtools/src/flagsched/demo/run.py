@@ -108,7 +108,8 @@ def _start_admin(console: Console, settings: Settings) -> AdminServer | None:
         return None
     console.print(
         f"[bold]admin API[/] on {server.url} (docs: {server.url}/api/admin/docs)\n"
-        f"  curl -H 'Authorization: Bearer {token}' {server.url}/api/admin/schedules"
+        f"  curl -H 'Authorization: Bearer {token}' {server.url}/api/admin/schedules\n"
+        f"[bold]web UI[/] on {server.url}/ui/ (log in with the token above)"
     )
     return server
 
