@@ -14,7 +14,6 @@ that has moved on meanwhile (applied, already cancelled) is counted as skipped.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 from flagsched.admin.service import audit, schedules_write
 from flagsched.admin.service.access import Actor
+from flagsched.admin.service.background import JobRunner
 from flagsched.admin.service.env import Env, to_schedule
 from flagsched.admin.service.errors import AdminError, Forbidden, NotFound, TooLarge
 from flagsched.admin.service.models import (
@@ -220,8 +220,10 @@ def step(conn: DictConnection, env: Env, batch: int) -> tuple[int | None, int]:
     return int(job["id"]), len(todo)
 
 
-class BulkRunner:
+class BulkRunner(JobRunner):
     """A thread that works bulk actions through; woken when one starts, else polling."""
+
+    what = "bulk-action"
 
     def __init__(
         self,
@@ -231,35 +233,12 @@ class BulkRunner:
         *,
         poll_s: float = 2.0,
     ) -> None:
-        self._connect, self._env, self._on_commit, self._poll_s = connect, env, on_commit, poll_s
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="admin-bulk", daemon=True)
+        super().__init__("admin-bulk", connect, env, on_commit, poll_s=poll_s)
 
-    def start(self) -> None:
-        """Start the thread."""
-        self._thread.start()
-
-    def nudge(self) -> None:
-        """A job was started."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        """Stop after the batch in hand."""
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=15)
-
-    def _run(self) -> None:
+    def round(self, conn: DictConnection) -> None:
+        """Step through every running job, a batch at a time."""
         while not self._stop.is_set():
-            try:
-                with self._connect() as conn:
-                    while not self._stop.is_set():
-                        job_id, _ = step(conn, self._env, self._env.admin.admin_bulk_batch)
-                        if job_id is None:
-                            break
-                        self._on_commit()
-            except Exception:  # a failed round is retried at the next poll, never fatal
-                log.exception("bulk-action round failed; retrying in %.1fs", self._poll_s)
-            self._wake.wait(self._poll_s)
-            self._wake.clear()
+            job_id, _ = step(conn, self._env, self._env.admin.admin_bulk_batch)
+            if job_id is None:
+                return
+            self._on_commit()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +20,7 @@ import psycopg
 from kafka.errors import KafkaError
 from psycopg.types.json import Jsonb
 
+from flagsched.admin.service.background import Background
 from flagsched.runtime.db.connect import DictConnection
 from flagsched.runtime.errors import ServiceUnavailable
 
@@ -105,8 +105,9 @@ def drain_all(conn: DictConnection, producer: Any, *, timeout_s: float = 10.0) -
     return total
 
 
-class OutboxDrainer:
-    """A thread that drains the outbox when nudged after a commit, and every ``poll_s``."""
+class OutboxDrainer(Background):
+    """A thread that drains the outbox when nudged after a commit, and every ``poll_s``;
+    it closes its producer when stopped."""
 
     def __init__(
         self,
@@ -115,29 +116,12 @@ class OutboxDrainer:
         *,
         poll_s: float = 1.0,
     ) -> None:
+        super().__init__("admin-outbox", poll_s=poll_s)
         self._connect = connect
         self._make_producer = make_producer
-        self._poll_s = poll_s
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="admin-outbox", daemon=True)
         self.producer: Any = None
 
-    def start(self) -> None:
-        """Start draining in the background."""
-        self._thread.start()
-
-    def nudge(self) -> None:
-        """A commit wrote outbox rows: drain now rather than at the next poll."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        """Stop after the batch in hand and close the producer."""
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=15)
-
-    def _run(self) -> None:
+    def _loop(self) -> None:
         conn: DictConnection | None = None
         pruned_at = 0.0
         while not self._stop.is_set():
@@ -156,8 +140,7 @@ class OutboxDrainer:
                     with contextlib.suppress(psycopg.Error):
                         conn.close()
                 conn = None
-            self._wake.wait(self._poll_s)
-            self._wake.clear()
+            self._sleep()
         if conn is not None:
             conn.close()
         if self.producer is not None:

@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 
 from flagsched.admin.service import audit
 from flagsched.admin.service.access import Actor
+from flagsched.admin.service.background import JobRunner
 from flagsched.admin.service.dead_letters import select_dead
 from flagsched.admin.service.env import Env
 from flagsched.admin.service.errors import NotFound
@@ -179,8 +180,10 @@ def run_until_idle(
         stop.wait(max(0.0, n / rate - (time.monotonic() - began)))
 
 
-class RedriveRunner:
+class RedriveRunner(JobRunner):
     """A thread that runs redrive jobs; woken when one starts, and polling every ``poll_s``."""
+
+    what = "redrive"
 
     def __init__(
         self,
@@ -190,31 +193,8 @@ class RedriveRunner:
         *,
         poll_s: float = 2.0,
     ) -> None:
-        self._connect, self._env, self._on_commit, self._poll_s = connect, env, on_commit, poll_s
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="admin-redrive", daemon=True)
+        super().__init__("admin-redrive", connect, env, on_commit, poll_s=poll_s)
 
-    def start(self) -> None:
-        """Start the thread."""
-        self._thread.start()
-
-    def nudge(self) -> None:
-        """A job was started."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        """Stop after the batch in hand."""
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=15)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with self._connect() as conn:
-                    run_until_idle(conn, self._env, self._stop, self._on_commit)
-            except Exception:  # a failed round is retried at the next poll, never fatal
-                log.exception("redrive round failed; retrying in %.1fs", self._poll_s)
-            self._wake.wait(self._poll_s)
-            self._wake.clear()
+    def round(self, conn: DictConnection) -> None:
+        """Run the redrives in hand until none is left."""
+        run_until_idle(conn, self._env, self._stop, self._on_commit)
