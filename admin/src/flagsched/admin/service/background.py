@@ -49,18 +49,18 @@ class JobRunner(Background):
     """Works persisted jobs (redrives, bulk actions) through on a fresh connection per
     round; a failed round is logged and retried at the next poll, never fatal."""
 
-    what = "job"
+    what = "job"  # for the log line
+    thread_name = "admin-jobs"
 
     def __init__(
         self,
-        name: str,
         connect: Callable[[], DictConnection],
         env: Env,
         on_commit: Callable[[], None],
         *,
         poll_s: float = 2.0,
     ) -> None:
-        super().__init__(name, poll_s=poll_s)
+        super().__init__(self.thread_name, poll_s=poll_s)
         self._connect, self._env, self._on_commit = connect, env, on_commit
 
     def round(self, conn: DictConnection) -> None:

@@ -14,7 +14,6 @@ that has moved on meanwhile (applied, already cancelled) is counted as skipped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -224,16 +223,7 @@ class BulkRunner(JobRunner):
     """A thread that works bulk actions through; woken when one starts, else polling."""
 
     what = "bulk-action"
-
-    def __init__(
-        self,
-        connect: Callable[[], DictConnection],
-        env: Env,
-        on_commit: Callable[[], None],
-        *,
-        poll_s: float = 2.0,
-    ) -> None:
-        super().__init__("admin-bulk", connect, env, on_commit, poll_s=poll_s)
+    thread_name = "admin-bulk"
 
     def round(self, conn: DictConnection) -> None:
         """Step through every running job, a batch at a time."""

@@ -184,16 +184,7 @@ class RedriveRunner(JobRunner):
     """A thread that runs redrive jobs; woken when one starts, and polling every ``poll_s``."""
 
     what = "redrive"
-
-    def __init__(
-        self,
-        connect: Callable[[], DictConnection],
-        env: Env,
-        on_commit: Callable[[], None],
-        *,
-        poll_s: float = 2.0,
-    ) -> None:
-        super().__init__("admin-redrive", connect, env, on_commit, poll_s=poll_s)
+    thread_name = "admin-redrive"
 
     def round(self, conn: DictConnection) -> None:
         """Run the redrives in hand until none is left."""
