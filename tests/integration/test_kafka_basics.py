@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata
 
+from flagsched.consumer.txn import TransactionalForwarder
 from flagsched.devstack import Endpoints
 
 pytestmark = pytest.mark.integration
@@ -36,13 +38,15 @@ def admin(bootstrap: list[str]) -> Iterator[Any]:
 
 @pytest.fixture
 def new_topic(admin: Any) -> Iterator[Callable[[], str]]:
-    """Create a uniquely named one-partition topic per call; delete them afterwards."""
+    """Create a uniquely named topic (one partition unless told) per call; delete them
+    afterwards."""
     created: list[str] = []
 
-    def make() -> str:
+    def make(partitions: int = 1) -> str:
         name = unique("basics")
         admin.create_topics(
-            {name: {"num_partitions": 1, "replication_factor": 1}}, wait_for_metadata=True
+            {name: {"num_partitions": partitions, "replication_factor": 1}},
+            wait_for_metadata=True,
         )
         created.append(name)
         return name
@@ -157,3 +161,88 @@ def test_read_committed_never_sees_an_aborted_record(bootstrap, clients, new_top
     dirty_reader = consumer(bootstrap, clients, topic, isolation_level="read_uncommitted")
     dirty = consume(dirty_reader, lambda rs: any(r.value == b"committed" for r in rs))
     assert [r.value for r in dirty] == [b"aborted", b"committed"]
+
+
+# --- an aborted transaction's offsets (docs/reliability.md, item 3) ---------------------
+def _joined_member(bootstrap: list[str], clients: list[Any], topic: str, group: str) -> Any:
+    """A consumer of ``topic`` that has joined ``group`` and owns both partitions."""
+    c = consumer(bootstrap, clients, topic, group_id=group)
+    deadline = time.monotonic() + DEADLINE_S
+    while len(c.assignment()) < 2 and time.monotonic() < deadline:
+        c.poll(timeout_ms=200)
+    assert len(c.assignment()) == 2, "the consumer never joined its group"
+    return c
+
+
+def _committed(admin: Any, group: str, member: Any, tp: Any, *, want: Any) -> int | None:
+    """The group's committed offset of ``tp`` once it reads ``want`` (or at the deadline),
+    polling ``member`` meanwhile so it stays in the group while the markers land."""
+
+    def read() -> int | None:
+        offsets = admin.list_group_offsets({group: None}).get(group, {})
+        return offsets[tp].offset if tp in offsets else None
+
+    deadline = time.monotonic() + DEADLINE_S
+    while read() != want and time.monotonic() < deadline:
+        member.poll(timeout_ms=100)
+    return read()
+
+
+def _refused_then_committed(
+    bootstrap: list[str], clients: list[Any], admin: Any, new_topic: Any, commit: Any
+) -> tuple[int | None, int | None]:
+    """A transaction whose offsets (partition 0 at 5) the broker refuses for a stale
+    generation is aborted; the next one commits partition 1 at 3 only. Returns the
+    group's committed offsets of partitions 0 and 1 afterwards."""
+    topic, group = new_topic(partitions=2), unique("stale-offsets")
+    member = _joined_member(bootstrap, clients, topic, group)
+    meta = member.group_metadata()
+    stale = meta._replace(generation_id=meta.generation_id + 7)  # as after a rebalance
+    first, second = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    commit({first: OffsetAndMetadata(5, "", -1)}, stale, refused=True)
+    commit({second: OffsetAndMetadata(3, "", -1)}, meta, refused=False)
+    got_second = _committed(admin, group, member, second, want=3)
+    return _committed(admin, group, member, first, want=None), got_second
+
+
+def test_kafka_python_commits_an_aborted_transactions_offsets_with_the_next_one(
+    bootstrap, clients, new_topic, admin
+):
+    """The client behaviour flagsched works around (kafka_compat.finish_transaction):
+    if this starts failing, kafka-python fixed it and the workaround can go."""
+    txn = producer(bootstrap, clients, transactional_id=unique("stale-txn"))
+    txn.init_transactions()
+
+    def commit(offsets: Any, meta: Any, *, refused: bool) -> None:
+        txn.begin_transaction()
+        if refused:
+            with pytest.raises(CommitFailedError, match="IllegalGenerationError"):
+                txn.send_offsets_to_transaction(offsets, meta)
+            txn.abort_transaction()
+        else:
+            txn.send_offsets_to_transaction(offsets, meta)
+            txn.commit_transaction()
+
+    first, second = _refused_then_committed(bootstrap, clients, admin, new_topic, commit)
+    assert second == 3
+    assert first == 5  # committed although its transaction was aborted
+
+
+def test_the_worker_never_commits_an_aborted_transactions_offsets(
+    bootstrap, clients, new_topic, admin
+):
+    """The worker's forwarder after a commit the broker refused (a rebalance between the
+    poll and the commit): the next transaction commits only its own offsets, so the
+    aborted batch is consumed again, not skipped."""
+    forwarder = TransactionalForwarder(
+        lambda: KafkaProducer(bootstrap_servers=bootstrap, transactional_id=unique("fwd-txn")),
+        timeout_s=DEADLINE_S,
+    )
+    clients.append(forwarder)
+
+    def commit(offsets: Any, meta: Any, *, refused: bool) -> None:
+        assert forwarder.commit([], offsets, meta) is not refused
+
+    first, second = _refused_then_committed(bootstrap, clients, admin, new_topic, commit)
+    assert second == 3
+    assert first is None

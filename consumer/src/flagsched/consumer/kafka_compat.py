@@ -1,7 +1,8 @@
 """kafka-python 3.0 internals in one place: resuming a paused partition (working around a
-stall), bounded transaction steps, leaving a group as a static member, consuming while a
-cooperative join is pending (without throwing away a join that finished between two
-polls), and the group generation and leadership.
+stall), bounded transaction steps that never commit an aborted transaction's offsets,
+leaving a group as a static member, consuming while a cooperative join is pending
+(without throwing away a join that finished between two polls), and the group
+generation and leadership.
 
 kafka-python parks data it fetched for a partition that was paused meanwhile
 (KAFKA-7548) and restores it when the partition is resumed — but only while its
@@ -65,6 +66,7 @@ def finish_transaction(
         if not fut.is_done or fut.exception is not None:
             raise fut.exception or KafkaTimeoutError("a send of the transaction did not finish")
     manager = producer._transaction_manager
+    _forget_offsets_of_aborted_transactions(manager)
     _wait(
         producer,
         manager.send_offsets_to_transaction(offsets, group_meta),
@@ -77,6 +79,29 @@ def finish_transaction(
 def abort_transaction(producer: Any, timeout_s: float) -> None:
     """Abort, bounded in time."""
     _wait(producer, producer._transaction_manager.begin_abort(), timeout_s, "aborting")
+    _forget_offsets_of_aborted_transactions(producer._transaction_manager)
+
+
+def _forget_offsets_of_aborted_transactions(manager: Any) -> None:
+    """Drop the offsets an aborted transaction left for the next one to commit.
+
+    kafka-python 3.0.12 keeps the offsets of ``send_offsets_to_transaction`` in
+    ``TransactionManager._pending_txn_offset_commits`` and removes a partition's entry
+    only when the broker accepted it. A TxnOffsetCommit refused as a whole (on
+    ``IllegalGenerationError`` or ``UnknownMemberIdError`` after a rebalance: an
+    abortable error) leaves every entry, the abort does not clear them, and the next
+    transaction's TxnOffsetCommit sends them again beside its own. The next batch
+    then commits the aborted batch's offsets, for partitions that were rewound (or
+    are held, or were handed to another worker meanwhile): records never processed,
+    or processed without their Kafka side effects, are skipped for good by whoever
+    consumes the partition next. The chaos runs lost wake-ups and lifecycle events
+    that way (docs/reliability.md, item 3). The Java client starts every transaction
+    with no pending offsets; so does this. ``tests/integration/test_kafka_basics.py``
+    shows both the client's behaviour and this one.
+    """
+    pending = getattr(manager, "_pending_txn_offset_commits", None)
+    if isinstance(pending, dict):
+        pending.clear()
 
 
 def _wait(producer: Any, result: Any, timeout_s: float, what: str) -> None:
