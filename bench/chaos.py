@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -122,6 +123,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="JSON file (default bench/results/chaos.json, chaos-hostile.json when hostile)",
     )
+    parser.add_argument(
+        "--keep-logs",
+        type=Path,
+        default=None,
+        help="copy the processes' logs to this folder, also when the ledger holds",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log the harness")
     args = parser.parse_args(argv)
     if not 0 <= args.hostile_percent <= 10:
@@ -201,7 +208,25 @@ def run(
         )
 
 
-def report(ledger: Ledger, args: argparse.Namespace, *, services: str) -> dict[str, Any]:
+_ABORTED = re.compile(r"kafka transaction failed, aborting: (\w+)(?:: [^:]*: (\w+Error))?")
+
+
+def aborted_transactions(logs: Path) -> dict[str, int]:
+    """The workers' aborted Kafka transactions in ``logs``, by cause: whether a run went
+    through the abort-and-rewind path at all (docs/reliability.md, item 3)."""
+    causes: dict[str, int] = {}
+    for log_file in sorted(logs.glob("*.log")):
+        for line in log_file.read_text(errors="replace").splitlines():
+            found = _ABORTED.search(line)
+            if found:
+                cause = " / ".join(g for g in found.groups() if g)
+                causes[cause] = causes.get(cause, 0) + 1
+    return causes
+
+
+def report(
+    ledger: Ledger, args: argparse.Namespace, *, services: str, aborted: dict[str, int]
+) -> dict[str, Any]:
     """The JSON document written to ``--out``."""
     stats = ledger.stats
     return {
@@ -219,6 +244,7 @@ def report(ledger: Ledger, args: argparse.Namespace, *, services: str) -> dict[s
         "cancelled": ledger.cancelled,
         "lost": ledger.lost,
         "double_applied": ledger.double_applied,
+        "aborted_transactions": aborted,
         "duration_s": stats.duration_s,
         "drain_s": stats.drain_s,
         "rate_per_s": round(ledger.schedules / stats.drain_s, 1) if stats.drain_s else None,
@@ -274,8 +300,13 @@ def main(argv: list[str] | None = None) -> int:
         if stack is not None:
             stack.down()
     print(ledger.render())
+    aborted = aborted_transactions(work / "logs")
+    print(f"chaos: aborted Kafka transactions by cause: {aborted or 'none'}")
     print(f"chaos: {time.monotonic() - started:.0f}s in all, including the stack")
-    doc = report(ledger, args, services=services)
+    if args.keep_logs is not None and (work / "logs").is_dir():
+        shutil.copytree(work / "logs", args.keep_logs, dirs_exist_ok=True)
+        print(f"chaos: process logs copied to {args.keep_logs}")
+    doc = report(ledger, args, services=services, aborted=aborted)
     if args.hostile_percent:
         doc["against_clean"] = compare(ledger, args.baseline)
     args.out.parent.mkdir(parents=True, exist_ok=True)
