@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
     connect_timeout_s: float = Field(default=10.0, gt=0)
+    #: Kafka clients retry a broker they lost after a delay that doubles with every
+    #: failed attempt, up to this (with ±20 % jitter). kafka-python's own ceiling is
+    #: 30 s: after a broker outage of 14 s its next attempt came up to 12 s after the
+    #: broker was back, and every client (dispatcher, each lane, each producer) waited
+    #: on its own (docs/reliability.md, "What the chaos runs found", 9). 1 s is the Java
+    #: client's default; a lower one only costs a connection attempt per interval.
+    kafka_reconnect_backoff_max_ms: int = Field(default=1000, ge=50, le=60000)
     dev_home: Path = Field(
         default=Path.home() / ".cache" / "flagsched",
         description="where the local dev stack keeps jars, data and pid files",
@@ -268,6 +275,7 @@ class Settings(BaseSettings):
         cfg: dict[str, Any] = {
             "bootstrap_servers": self.kafka_bootstrap_servers.split(","),
             "security_protocol": self.kafka_security_protocol,
+            "reconnect_backoff_max_ms": self.kafka_reconnect_backoff_max_ms,
         }
         if self.kafka_sasl_mechanism:
             cfg["sasl_mechanism"] = self.kafka_sasl_mechanism
