@@ -22,7 +22,7 @@ from flagsched.runtime.settings import load_settings
         # Three heartbeats must fit in a session: 2500 * 3 > the default 6000.
         ("FLAGSCHED_HEARTBEAT_INTERVAL_MS", "2500", "FLAGSCHED_HEARTBEAT_INTERVAL_MS"),
         ("FLAGSCHED_MAX_POLL_INTERVAL_MS", "5000", "FLAGSCHED_MAX_POLL_INTERVAL_MS"),
-        ("FLAGSCHED_KAFKA_RECONNECT_BACKOFF_MAX_MS", "10", "FLAGSCHED_KAFKA_RECONNECT_BACKOFF_MAX_MS"),
+        ("FLAGSCHED_KAFKA_RECONNECT_BACKOFF_MAX_MS", "10", "RECONNECT_BACKOFF_MAX_MS"),
         # A flag's due and retry records must share a partition number (one worker).
         ("FLAGSCHED_TIER_PARTITIONS", "2", "FLAGSCHED_TIER_PARTITIONS"),
     ],
