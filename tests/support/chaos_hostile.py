@@ -177,9 +177,9 @@ class HostileChaos:
 
     def _forge(self) -> None:
         layout = self.settings.topic_layout()
-        producer = KafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers, retries=10
-        )
+        # The product's client config: with kafka-python's own reconnect backoff (up to
+        # 30 s) a send after the broker restart timed out, and counted as a violation.
+        producer = KafkaProducer(**self.settings.kafka_client_config(), retries=10)
         planned = sorted((i for i in self.inputs if i.record), key=lambda i: i.send_at)
         next_open = time.time()
         try:
