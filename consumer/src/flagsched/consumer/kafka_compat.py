@@ -96,8 +96,9 @@ def _forget_offsets_of_aborted_transactions(manager: Any) -> None:
     or processed without their Kafka side effects, are skipped for good by whoever
     consumes the partition next. The chaos runs lost wake-ups and lifecycle events
     that way (docs/reliability.md, item 3). The Java client drops the pending offsets
-    when a TxnOffsetCommit fails; here every transaction starts without any. ``tests/integration/test_kafka_basics.py``
-    shows both the client's behaviour and this one.
+    when a TxnOffsetCommit fails; here every transaction starts without any.
+    ``tests/integration/test_kafka_basics.py`` shows both the client's behaviour and
+    this one.
     """
     pending = getattr(manager, "_pending_txn_offset_commits", None)
     if isinstance(pending, dict):
