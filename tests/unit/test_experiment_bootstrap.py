@@ -5,6 +5,7 @@ they cover; and the report's bound on the work."""
 from __future__ import annotations
 
 import argparse
+import bisect
 import math
 import random
 import statistics
@@ -104,15 +105,33 @@ def test_mean_draws_match_resampling_then_averaging() -> None:
     )
 
 
-def test_binomial_draws_have_the_binomial_law() -> None:
+@pytest.mark.parametrize(
+    ("n", "p"),
+    [(200, 0.3), (200, 0.02), (40, 0.8), (5000, 0.5)],
+    ids=["btrs", "waiting-time", "mirrored", "large"],
+)
+def test_binomial_draws_have_the_binomial_law(n: int, p: float) -> None:
     rng = random.Random(6)
-    n, p, draws = 200, 0.3, 20_000
+    draws = 20_000
     got = [binomial(rng, n, p) for _ in range(draws)]
-    assert abs(statistics.fmean(got) - n * p) < 4 * math.sqrt(n * p * (1 - p) / draws)
-    assert abs(statistics.variance(got) / (n * p * (1 - p)) - 1) < 0.05
-    for k in range(40, 81, 5):  # the CDF near the mode, exactly
-        cdf = sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
-        assert abs(sum(g <= k for g in got) / draws - cdf) < 0.02
+    var = n * p * (1 - p)
+    assert abs(statistics.fmean(got) - n * p) < 4 * math.sqrt(var / draws)
+    assert abs(statistics.variance(got) / var - 1) < 0.06
+    pmf = [
+        math.exp(
+            math.lgamma(n + 1)
+            - math.lgamma(i + 1)
+            - math.lgamma(n - i + 1)
+            + i * math.log(p)
+            + (n - i) * math.log1p(-p)
+        )
+        for i in range(n + 1)
+    ]
+    got.sort()
+    cdf = 0.0
+    for k in range(n + 1):  # the whole CDF, exactly (DKW: 0.02 is p < 1e-6)
+        cdf += pmf[k]
+        assert abs(bisect.bisect_right(got, k) / draws - cdf) < 0.02, k
 
 
 @given(st.integers(0, 5000), st.floats(0, 1), st.integers(0, 2**32))
@@ -180,17 +199,20 @@ EXPERIMENT = Experiment.model_validate(
 
 
 def test_a_report_beyond_the_bound_is_refused_before_any_work() -> None:
-    # 500 distinct attempt counts: 1,000 resamples would be 500,000 binomial draws.
+    # 500 distinct attempt counts and recovery times: 504 draws per resample.
     outcomes = [Outcome("a", "applied", k, 1.0) for k in range(1, 501)]
-    assert bootstrap_draws([outcomes], 1000) == 500 * 1000 > MAX_BOOTSTRAP_DRAWS
+    assert bootstrap_draws([outcomes], 1000) == 504 * 1000 > MAX_BOOTSTRAP_DRAWS
     with pytest.raises(ReportTooCostly) as refused:
         build_report(EXPERIMENT, outcomes, resamples=1000)
-    assert refused.value.max_resamples == MAX_BOOTSTRAP_DRAWS // 500
-    assert f"bound of {MAX_BOOTSTRAP_DRAWS // 500}" in str(refused.value)
+    assert refused.value.max_resamples == MAX_BOOTSTRAP_DRAWS // 504
+    assert f"bound of {MAX_BOOTSTRAP_DRAWS // 504}" in str(refused.value)
     assert bootstrap_draws([outcomes], refused.value.max_resamples) <= MAX_BOOTSTRAP_DRAWS
-    # Dead and unfinished schedules' attempts are not bootstrapped: they do not count.
+    assert bootstrap_draws([outcomes], refused.value.max_resamples + 1) > MAX_BOOTSTRAP_DRAWS
+    # Only applied schedules are bootstrapped: dead ones' attempts do not count, and an
+    # arm without recovery times draws no order statistics.
     others = [Outcome("a", "dead", k, None) for k in range(1, 5000)]
-    assert bootstrap_draws([outcomes + others], 10) == 5000
+    assert bootstrap_draws([outcomes + others], 10) == 5040
+    assert bootstrap_draws([[Outcome("a", "applied", 1, None)]], 10) == 10
     assert build_report(EXPERIMENT, outcomes[:20], resamples=1000).arms[0].recovered == 20
 
 

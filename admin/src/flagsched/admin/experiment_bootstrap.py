@@ -9,9 +9,8 @@ statistics it interpolates between, and those can be drawn directly: ``U(r)`` is
 u) * Beta(s - r, n - s + 1)``. So every quantile asked for comes from *the same*
 resample (p50 and p99 of one resample, as a resample-then-sort bootstrap would give)
 at a cost that does not grow with ``n``. A mean needs how often each distinct value was
-drawn: a multinomial, drawn as one binomial per distinct value (each by splitting at
-a Beta-distributed order statistic, Knuth, TAOCP vol. 2, 3.4.1: O(log n)), so its cost
-grows with the number of *distinct* values, not with ``n``.
+drawn: a multinomial, drawn as one binomial per distinct value (each in O(1) expected
+time), so its cost grows with the number of *distinct* values, not with ``n``.
 
 The draws follow exactly the distribution of resample-then-compute, so the intervals
 mean what a percentile bootstrap means; the numbers for a given seed differ from a
@@ -25,10 +24,6 @@ import math
 import random
 from collections import Counter
 from collections.abc import Sequence
-
-#: Below this many trials a binomial is drawn as a sum of Bernoulli trials (cheaper
-#: than the Beta splits there).
-_DIRECT_TRIALS = 16
 
 
 def quantile_sorted(ordered: Sequence[float], q: float) -> float:
@@ -95,22 +90,57 @@ def bootstrap_quantiles(
 
 
 def binomial(rng: random.Random, n: int, p: float) -> int:
-    """A ``Binomial(n, p)`` draw: split at the middle order statistic of ``n`` uniforms
-    (a Beta draw) and recurse into the side ``p`` falls in, O(log n) Beta draws."""
-    got = 0
-    while n > _DIRECT_TRIALS and 0.0 < p < 1.0:
-        k = (n + 1) // 2
-        u = rng.betavariate(k, n - k + 1)  # the k-th smallest of n uniforms
-        if u <= p:  # at least k of them fall at or below p; the rest are above u
-            got += k
-            n, p = n - k, (p - u) / (1 - u)
-        else:  # fewer than k do; the k - 1 below u are uniform on (0, u)
-            n, p = k - 1, p / u
+    """A ``Binomial(n, p)`` draw in O(1) expected time: the waiting-time method when
+    fewer than 10 successes are expected, else Hoermann's BTRS rejection (W. Hoermann,
+    "The generation of binomial random variates", J. Stat. Comput. Simul. 46, 1993)."""
+    if n <= 0 or p <= 0.0:
+        return 0
     if p >= 1.0:
-        return got + n
-    if p <= 0.0:
-        return got
-    return got + sum(rng.random() < p for _ in range(n))
+        return n
+    if p > 0.5:  # both methods want p <= 1/2
+        return n - binomial(rng, n, 1.0 - p)
+    if n * p < 10.0:
+        # The gaps between successes are geometric: count the successes within n trials.
+        log_q = math.log1p(-p)
+        got, trial = 0, 0
+        while True:
+            # Trials before the next success; compared as a float (infinite for a p
+            # that rounds log(1 - p) to nearly 0) before it is made an integer.
+            failures = math.log(1.0 - rng.random()) / log_q
+            if failures >= n - trial:
+                return got
+            trial += math.floor(failures) + 1
+            got += 1
+    return _btrs(rng, n, p)
+
+
+def _btrs(rng: random.Random, n: int, p: float) -> int:
+    # Transformed rejection with squeeze: a candidate from a hat over the binomial
+    # pmf, accepted at once inside the squeeze, else by the exact log-pmf ratio.
+    q = 1.0 - p
+    spq = math.sqrt(n * p * q)
+    b = 1.15 + 2.53 * spq
+    a = -0.0873 + 0.0248 * b + 0.01 * p
+    c = n * p + 0.5
+    v_r = 0.92 - 4.2 / b
+    alpha = (2.83 + 5.1 / b) * spq
+    log_pq = math.log(p / q)
+    mode = math.floor((n + 1) * p)
+    h = math.lgamma(mode + 1) + math.lgamma(n - mode + 1)
+    while True:
+        u = rng.random() - 0.5
+        v = rng.random()
+        us = 0.5 - abs(u)
+        k = math.floor((2.0 * a / us + b) * u + c) if us > 0 else -1
+        if k < 0 or k > n:
+            continue
+        if us >= 0.07 and v <= v_r:
+            return k
+        v *= alpha / (a / (us * us) + b)
+        if v > 0 and math.log(v) <= (
+            h - math.lgamma(k + 1) - math.lgamma(n - k + 1) + (k - mode) * log_pq
+        ):
+            return k
 
 
 def mean_draws(values: Sequence[float], *, resamples: int, seed: int) -> list[float]:

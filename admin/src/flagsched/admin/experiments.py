@@ -125,12 +125,14 @@ _FINISHED = ("applied", "dead", "superseded", "cancelled")
 MIN_RESAMPLES, MAX_RESAMPLES = 100, 10_000
 MAX_SEED = 2**31 - 1
 
-#: Bounds one report's bootstrap work, in draws: ``resamples`` times the distinct
-#: ``attempts`` values, summed over the arms (the mean's bootstrap costs one binomial
-#: draw per distinct value and resample; the quantiles' cost does not grow with the
-#: data). A report at the bound takes about 1 s on the shared 2-CPU dev machine
-#: (docs/admin-api.md); beyond it the report is refused, naming ``resamples``.
-MAX_BOOTSTRAP_DRAWS = 200_000
+#: Bounds one report's bootstrap work, in random draws: ``resamples`` times, summed
+#: over the arms, the arm's distinct ``attempts`` values (the mean's bootstrap draws one
+#: binomial per distinct value and resample) plus 4 when it has recovery times (p50
+#: and p99 each interpolate between two order statistics, one Beta draw each). The
+#: cost does not grow with the number of schedules. A report at the bound takes about
+#: 1 s on the shared 2-CPU dev machine (docs/admin-api.md); beyond it the report is
+#: refused before any work, naming ``resamples`` and the most that would fit.
+MAX_BOOTSTRAP_DRAWS = 250_000
 
 
 class ReportTooCostly(ExperimentError):
@@ -139,7 +141,8 @@ class ReportTooCostly(ExperimentError):
     def __init__(self, resamples: int, max_resamples: int) -> None:
         super().__init__(
             f"{resamples} resamples exceed this experiment's bound of {max_resamples}"
-            f" (resamples x distinct attempt counts over the arms <= {MAX_BOOTSTRAP_DRAWS})"
+            f" (resamples x its draws per resample <= {MAX_BOOTSTRAP_DRAWS:,},"
+            " experiments.MAX_BOOTSTRAP_DRAWS)"
         )
         self.resamples = resamples
         self.max_resamples = max_resamples
@@ -189,11 +192,12 @@ def _arm_report(
 
 def bootstrap_draws(outcomes_by_arm: Iterable[Sequence[Outcome]], resamples: int) -> int:
     """The bootstrap work of a report, as :data:`MAX_BOOTSTRAP_DRAWS` counts it."""
-    distinct = sum(
-        len({o.attempts for o in rows if o.status == "applied" and o.attempts is not None})
-        for rows in outcomes_by_arm
-    )
-    return resamples * distinct
+    per_resample = 0
+    for rows in outcomes_by_arm:
+        applied = [o for o in rows if o.status == "applied"]
+        per_resample += len({o.attempts for o in applied if o.attempts is not None})
+        per_resample += 4 if any(o.recovery_s is not None for o in applied) else 0
+    return resamples * per_resample
 
 
 def build_report(

@@ -358,8 +358,9 @@ def register(
         default=1000,
         metavar="N",
         help=f"with --experiment: bootstrap resamples per interval,"
-        f" {MIN_RESAMPLES}..{MAX_RESAMPLES} (default 1000); resamples x the distinct"
-        f" attempt counts over the arms may not exceed {MAX_BOOTSTRAP_DRAWS:,}",
+        f" {MIN_RESAMPLES}..{MAX_RESAMPLES} (default 1000); resamples x (per arm: its"
+        f" distinct attempt counts + 4 with recovery times) may not exceed"
+        f" {MAX_BOOTSTRAP_DRAWS:,}",
     )
     parser.add_argument(
         "--seed",

@@ -54,8 +54,9 @@ def experiment_report(
         Query(
             ge=MIN_RESAMPLES,
             le=MAX_RESAMPLES,
-            description="bootstrap resamples per interval; resamples x the distinct attempt"
-            f" counts over the arms may not exceed {MAX_BOOTSTRAP_DRAWS:,} (422)",
+            description="bootstrap resamples per interval; resamples x (per arm: its"
+            " distinct attempt counts + 4 with recovery times) may not exceed"
+            f" {MAX_BOOTSTRAP_DRAWS:,} (else 422)",
         ),
     ] = 1000,
     seed: Annotated[
