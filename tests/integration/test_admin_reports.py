@@ -11,7 +11,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from flagsched.admin.experiments import experiment_report, start_experiment, stop_experiment
+from flagsched.admin.experiments import (
+    MAX_BOOTSTRAP_DRAWS,
+    bootstrap_draws,
+    experiment_outcomes,
+    experiment_report,
+    start_experiment,
+    stop_experiment,
+)
 from flagsched.schemas.retry.experiments import Experiment
 from tests.support.admin import running_admin
 from tests.support.notify import (
@@ -239,3 +246,26 @@ def test_the_experiment_report_through_the_api_is_the_clis_and_names_the_winner(
     assert _field_errors(bad["resamples"]) == ["query.resamples"]
     assert _field_errors(bad["seed"]) == ["query.seed"]
     assert _field_errors(bad["cursor"]) == ["cursor"]
+
+
+def test_a_report_beyond_the_bootstrap_bound_is_a_422_naming_resamples(settings, db, tmp_path):
+    # 40 applied schedules, each finished at another attempt: 10,000 resamples would be
+    # 10,000 x (40 + 4) draws, beyond MAX_BOOTSTRAP_DRAWS; 1,000 are within it.
+    experiment = Experiment.model_validate({"name": "wide", "arms": ARMS[1:]})
+    start_experiment(db, experiment, settings.default_retry_policy())
+    add_flag(db, "wide")
+    sids = [add_schedule(db, "wide", {"enabled": True}) for _ in range(40)]
+    db.execute(
+        "UPDATE flag_schedules SET status = 'applied', finished_at = now(),"
+        " first_failed_at = now() - make_interval(secs => id %% 40 + 1),"
+        " finished_attempt = id - %s + 1 WHERE id = ANY(%s)",
+        (min(sids), sids),
+    )
+    assert bootstrap_draws([experiment_outcomes(db, "wide")], 10_000) > MAX_BOOTSTRAP_DRAWS
+    with running_admin(settings, tmp_path) as api, api.client("viewer") as viewer:
+        refused = viewer.get("/api/admin/experiments/wide/report", params={"resamples": 10_000})
+        within = viewer.get("/api/admin/experiments/wide/report", params={"resamples": 1000})
+    assert _field_errors(refused) == ["query.resamples"]
+    assert f"bound of {MAX_BOOTSTRAP_DRAWS // 44}" in refused.json()["detail"]
+    assert within.status_code == 200, within.text
+    assert within.json()["arms"][0]["applied"] == 40

@@ -1,8 +1,9 @@
 """The statistics of an experiment report: Wilson intervals for rates, percentile
 bootstrap intervals for times, and the tests behind a verdict.
 
-Pure functions of their inputs (a seed fixes every bootstrap), so a report is
-reproducible and the verdict's false-positive rate can be tested by simulation.
+Pure functions of their inputs (a seed fixes every bootstrap; the report's own
+bootstraps are in experiment_bootstrap.py), so a report is reproducible and the
+verdict's false-positive rate can be tested by simulation.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from flagsched.admin.experiment_bootstrap import quantile_sorted
 
 #: Two-sided 95 %.
 Z95 = 1.959963984540054
@@ -38,13 +41,7 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
 
 def quantile(values: Sequence[float], q: float) -> float:
     """The ``q`` quantile (0..1) by linear interpolation between order statistics."""
-    if not values:
-        raise ValueError("no values")
-    ordered = sorted(values)
-    pos = q * (len(ordered) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+    return quantile_sorted(sorted(values), q)
 
 
 def bootstrap(
@@ -55,7 +52,10 @@ def bootstrap(
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float] | None:
-    """The percentile bootstrap interval of ``statistic`` (``None`` without values)."""
+    """The percentile bootstrap interval of ``statistic`` (``None`` without values), by
+    resampling and computing: any statistic, at O(resamples x n) and more. The report
+    uses experiment_bootstrap.py's draws of the same distributions for its quantiles
+    and means, whose cost does not grow with ``n``."""
     if not values:
         return None
     rng = random.Random(seed)

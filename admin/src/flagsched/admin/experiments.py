@@ -18,14 +18,12 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from flagsched.admin.experiment_stats import (
-    ArmSample,
-    Verdict,
-    bootstrap,
-    quantile,
-    verdict,
-    wilson,
+from flagsched.admin.experiment_bootstrap import (
+    bootstrap_mean,
+    bootstrap_quantiles,
+    quantile_sorted,
 )
+from flagsched.admin.experiment_stats import ArmSample, Verdict, verdict, wilson
 from flagsched.schemas.retry.experiments import Experiment
 from flagsched.schemas.retry.policy import RetryPolicy
 
@@ -123,15 +121,83 @@ class ExperimentReport:
 _FINISHED = ("applied", "dead", "superseded", "cancelled")
 
 
-def _ci(
-    values: Sequence[float], q: float | None, resamples: int, seed: int
-) -> tuple[float, float] | None:
-    """Bootstrap interval of the mean (``q is None``) or of the ``q`` quantile."""
+#: The bootstrap resamples and seeds a report may ask for (the API's and the CLI's).
+MIN_RESAMPLES, MAX_RESAMPLES = 100, 10_000
+MAX_SEED = 2**31 - 1
 
-    def stat(v: Sequence[float]) -> float:
-        return sum(v) / len(v) if q is None else quantile(v, q)
+#: Bounds one report's bootstrap work, in random draws: ``resamples`` times, summed
+#: over the arms, the arm's distinct ``attempts`` values (the mean's bootstrap draws one
+#: binomial per distinct value and resample) plus 4 when it has recovery times (p50
+#: and p99 each interpolate between two order statistics, one Beta draw each). The
+#: cost does not grow with the number of schedules. A report at the bound takes about
+#: 1 s on the shared 2-CPU dev machine (docs/admin-api.md); beyond it the report is
+#: refused before any work, naming ``resamples`` and the most that would fit.
+MAX_BOOTSTRAP_DRAWS = 250_000
 
-    return bootstrap(values, stat, resamples=resamples, seed=seed)
+
+class ReportTooCostly(ExperimentError):
+    """The report's bootstrap would exceed :data:`MAX_BOOTSTRAP_DRAWS`."""
+
+    def __init__(self, resamples: int, max_resamples: int) -> None:
+        super().__init__(
+            f"{resamples} resamples exceed this experiment's bound of {max_resamples}"
+            f" (resamples x its draws per resample <= {MAX_BOOTSTRAP_DRAWS:,},"
+            " experiments.MAX_BOOTSTRAP_DRAWS)"
+        )
+        self.resamples = resamples
+        self.max_resamples = max_resamples
+
+
+def _by_arm(experiment: Experiment, outcomes: Iterable[Outcome]) -> dict[str, list[Outcome]]:
+    by_arm: dict[str, list[Outcome]] = {a.name: [] for a in experiment.arms}
+    for o in outcomes:
+        by_arm.setdefault(o.arm, []).append(o)
+    return by_arm
+
+
+def _arm_report(
+    arm: str, weight: int, rows: Sequence[Outcome], resamples: int, seed: int
+) -> tuple[ArmReport, ArmSample]:
+    finished = [o for o in rows if o.status in _FINISHED]
+    applied = [o for o in finished if o.status == "applied"]
+    dead = sum(o.status == "dead" for o in finished)
+    tries = [float(o.attempts) for o in applied if o.attempts is not None]
+    recovery = sorted(o.recovery_s for o in applied if o.recovery_s is not None)
+    n = len(finished)
+    # p50 and p99 from the same resamples: one bootstrap pass, not two.
+    p50_ci, p99_ci = bootstrap_quantiles(
+        recovery, (0.5, 0.99), resamples=resamples, seed=seed + 2
+    ) or (None, None)
+    report = ArmReport(
+        arm=arm,
+        weight=weight,
+        schedules=len(rows),
+        finished=n,
+        applied=len(applied),
+        dead=dead,
+        applied_rate=len(applied) / n if n else None,
+        applied_rate_ci=wilson(len(applied), n),
+        dead_rate=dead / n if n else None,
+        dead_rate_ci=wilson(dead, n),
+        attempts_per_applied=sum(tries) / len(tries) if tries else None,
+        attempts_per_applied_ci=bootstrap_mean(tries, resamples=resamples, seed=seed + 1),
+        recovered=len(recovery),
+        recovery_p50_s=quantile_sorted(recovery, 0.5) if recovery else None,
+        recovery_p50_ci=p50_ci,
+        recovery_p99_s=quantile_sorted(recovery, 0.99) if recovery else None,
+        recovery_p99_ci=p99_ci,
+    )
+    return report, ArmSample(arm, n, dead, recovery)
+
+
+def bootstrap_draws(outcomes_by_arm: Iterable[Sequence[Outcome]], resamples: int) -> int:
+    """The bootstrap work of a report, as :data:`MAX_BOOTSTRAP_DRAWS` counts it."""
+    per_resample = 0
+    for rows in outcomes_by_arm:
+        applied = [o for o in rows if o.status == "applied"]
+        per_resample += len({o.attempts for o in applied if o.attempts is not None})
+        per_resample += 4 if any(o.recovery_s is not None for o in applied) else 0
+    return resamples * per_resample
 
 
 def build_report(
@@ -144,44 +210,22 @@ def build_report(
     """The report from the experiment's schedules (pure: the tests simulate these).
 
     Rates are over *finished* schedules; a schedule still pending or retrying counts in
-    ``schedules`` only. Bootstrap intervals use ``resamples`` draws seeded by ``seed``.
+    ``schedules`` only. Bootstrap intervals use ``resamples`` draws seeded by ``seed``
+    (experiment_bootstrap.py). Raises :class:`ReportTooCostly` beyond
+    :data:`MAX_BOOTSTRAP_DRAWS`, before any work.
     """
-    by_arm: dict[str, list[Outcome]] = {a.name: [] for a in experiment.arms}
-    for o in outcomes:
-        by_arm.setdefault(o.arm, []).append(o)
+    by_arm = _by_arm(experiment, outcomes)
+    draws = bootstrap_draws(by_arm.values(), resamples)
+    if draws > MAX_BOOTSTRAP_DRAWS:
+        raise ReportTooCostly(resamples, MAX_BOOTSTRAP_DRAWS * resamples // draws)
     weights = {a.name: a.weight for a in experiment.arms}
-    reports, samples = [], []
-    for i, (arm, rows) in enumerate(by_arm.items()):
-        finished = [o for o in rows if o.status in _FINISHED]
-        applied = [o for o in finished if o.status == "applied"]
-        dead = sum(o.status == "dead" for o in finished)
-        tries = [float(o.attempts) for o in applied if o.attempts is not None]
-        recovery = [o.recovery_s for o in applied if o.recovery_s is not None]
-        n = len(finished)
-
-        reports.append(
-            ArmReport(
-                arm=arm,
-                weight=weights.get(arm, 0),
-                schedules=len(rows),
-                finished=n,
-                applied=len(applied),
-                dead=dead,
-                applied_rate=len(applied) / n if n else None,
-                applied_rate_ci=wilson(len(applied), n),
-                dead_rate=dead / n if n else None,
-                dead_rate_ci=wilson(dead, n),
-                attempts_per_applied=sum(tries) / len(tries) if tries else None,
-                attempts_per_applied_ci=_ci(tries, None, resamples, seed * 1000 + i * 10 + 1),
-                recovered=len(recovery),
-                recovery_p50_s=quantile(recovery, 0.5) if recovery else None,
-                recovery_p50_ci=_ci(recovery, 0.5, resamples, seed * 1000 + i * 10 + 2),
-                recovery_p99_s=quantile(recovery, 0.99) if recovery else None,
-                recovery_p99_ci=_ci(recovery, 0.99, resamples, seed * 1000 + i * 10 + 3),
-            )
-        )
-        samples.append(ArmSample(arm, n, dead, recovery))
-    return ExperimentReport(experiment.name, tuple(reports), verdict(samples))
+    arms = [
+        _arm_report(arm, weights.get(arm, 0), rows, resamples, seed * 1000 + i * 10)
+        for i, (arm, rows) in enumerate(by_arm.items())
+    ]
+    return ExperimentReport(
+        experiment.name, tuple(r for r, _ in arms), verdict([s for _, s in arms])
+    )
 
 
 _OUTCOMES = """
@@ -193,16 +237,20 @@ SELECT experiment_arm AS arm, status, finished_attempt AS attempts,
 """
 
 
+def experiment_outcomes(conn: psycopg.Connection[Any], name: str) -> list[Outcome]:
+    """The schedules of experiment ``name`` still stored, as the report sees them."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(_OUTCOMES, (name,)).fetchall()
+    return [Outcome(r["arm"], r["status"], r["attempts"], r["recovery_s"]) for r in rows]
+
+
 def experiment_report(
     conn: psycopg.Connection[Any], name: str, *, resamples: int = 1000, seed: int = 0
 ) -> ExperimentReport:
     """The report of experiment ``name`` from its schedules in the database (those that
     retention has not deleted yet)."""
     experiment = load_experiment(conn, name)
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(_OUTCOMES, (name,)).fetchall()
-    outcomes = [Outcome(r["arm"], r["status"], r["attempts"], r["recovery_s"]) for r in rows]
-    return build_report(experiment, outcomes, resamples=resamples, seed=seed)
+    return build_report(experiment, experiment_outcomes(conn, name), resamples=resamples, seed=seed)
 
 
 def _pct(value: float | None, ci: tuple[float, float]) -> str:

@@ -20,6 +20,16 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from flagsched.admin.experiments import (
+    MAX_BOOTSTRAP_DRAWS,
+    MAX_RESAMPLES,
+    MAX_SEED,
+    MIN_RESAMPLES,
+    ExperimentError,
+    experiment_report,
+    render_report,
+)
+from flagsched.runtime.errors import ConfigError
 from flagsched.runtime.settings import Settings
 from flagsched.runtime.telemetry.backlog import BacklogSnapshot, read_backlog
 from flagsched.runtime.telemetry.fingerprint import fingerprint
@@ -283,9 +293,12 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
         settings.require_database_url(), timeout_s=settings.connect_timeout_s, autocommit=True
     ) as conn:
         if getattr(args, "experiment", None):
-            from flagsched.admin.experiments import experiment_report, render_report
-
-            report = experiment_report(conn, args.experiment)
+            try:
+                report = experiment_report(
+                    conn, args.experiment, resamples=args.resamples, seed=args.seed
+                )
+            except ExperimentError as exc:  # unknown, or beyond the bootstrap's bound
+                raise ConfigError(f"stats --experiment {args.experiment}: {exc}") from exc
             print(report.to_json() if args.json else render_report(report), end="")
             return 0
         stats = failure_stats(conn, since, until, tiers_s=settings.retry_tiers_s)
@@ -298,6 +311,22 @@ def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {text}")
+    return value
+
+
+def _resamples(text: str) -> int:
+    value = int(text)
+    if not MIN_RESAMPLES <= value <= MAX_RESAMPLES:
+        raise argparse.ArgumentTypeError(
+            f"must be within {MIN_RESAMPLES}..{MAX_RESAMPLES}, got {text}"
+        )
+    return value
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be within 0..{MAX_SEED}, got {text}")
     return value
 
 
@@ -322,5 +351,23 @@ def register(
         metavar="NAME",
         help="instead: the backoff experiment's report per arm (all its schedules still"
         " kept, whatever --since-minutes says)",
+    )
+    parser.add_argument(
+        "--resamples",
+        type=_resamples,
+        default=1000,
+        metavar="N",
+        help=f"with --experiment: bootstrap resamples per interval,"
+        f" {MIN_RESAMPLES}..{MAX_RESAMPLES} (default 1000); resamples x (per arm: its"
+        f" distinct attempt counts + 4 with recovery times) may not exceed"
+        f" {MAX_BOOTSTRAP_DRAWS:,}",
+    )
+    parser.add_argument(
+        "--seed",
+        type=_seed,
+        default=0,
+        metavar="N",
+        help="with --experiment: seeds the bootstrap; the same seed gives the same report"
+        " (default 0)",
     )
     parser.set_defaults(handler=handler)

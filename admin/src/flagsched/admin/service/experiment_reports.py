@@ -11,7 +11,12 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from flagsched.admin.experiments import ExperimentError, experiment_report, load_experiment
+from flagsched.admin.experiments import (
+    ExperimentError,
+    ReportTooCostly,
+    experiment_report,
+    load_experiment,
+)
 from flagsched.admin.service.errors import InvalidInput, NotFound
 from flagsched.admin.service.paging import decode_cursor, encode_cursor
 from flagsched.admin.service.report_models import (
@@ -75,10 +80,13 @@ def _interval(ci: Any) -> dict[str, float] | None:
 
 
 def report(conn: DictConnection, name: str, *, resamples: int, seed: int) -> ExperimentReport:
-    """The experiment's report per arm, and the verdict; NotFound for an unknown name."""
+    """The experiment's report per arm, and the verdict; NotFound for an unknown name,
+    InvalidInput naming ``query.resamples`` beyond the bootstrap's bound."""
     try:
         load_experiment(conn, name)
         got = experiment_report(conn, name, resamples=resamples, seed=seed)
+    except ReportTooCostly as exc:
+        raise InvalidInput("query.resamples", str(exc)) from exc
     except ExperimentError as exc:
         raise NotFound(str(exc)) from exc
     body = asdict(got)

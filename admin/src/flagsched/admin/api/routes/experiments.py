@@ -8,6 +8,12 @@ from fastapi import APIRouter, Depends, Path, Query
 
 from flagsched.admin.api.auth import require
 from flagsched.admin.api.deps import problems, service
+from flagsched.admin.experiments import (
+    MAX_BOOTSTRAP_DRAWS,
+    MAX_RESAMPLES,
+    MAX_SEED,
+    MIN_RESAMPLES,
+)
 from flagsched.admin.service.access import Actor
 from flagsched.admin.service.core import AdminService
 from flagsched.admin.service.report_models import ExperimentPage, ExperimentReport
@@ -44,10 +50,17 @@ def experiment_report(
     ],
     svc: Svc,
     resamples: Annotated[
-        int, Query(ge=100, le=10_000, description="bootstrap resamples per interval")
+        int,
+        Query(
+            ge=MIN_RESAMPLES,
+            le=MAX_RESAMPLES,
+            description="bootstrap resamples per interval; resamples x (per arm: its"
+            " distinct attempt counts + 4 with recovery times) may not exceed"
+            f" {MAX_BOOTSTRAP_DRAWS:,} (else 422)",
+        ),
     ] = 1000,
     seed: Annotated[
-        int, Query(ge=0, le=2**31 - 1, description="seeds the bootstrap: same seed, same report")
+        int, Query(ge=0, le=MAX_SEED, description="seeds the bootstrap: same seed, same report")
     ] = 0,
     _actor: Actor = Depends(require("experiments.read")),  # noqa: B008
 ) -> ExperimentReport:
