@@ -8,7 +8,6 @@ import json
 from datetime import datetime
 from typing import Any
 
-import psycopg
 import pytest
 
 from flagsched.admin.experiments import (
@@ -21,6 +20,7 @@ from flagsched.admin.experiments import (
 )
 from flagsched.schemas.retry.experiments import Experiment
 from tests.support.admin import running_admin
+from tests.support.experiments import ARMS, held_lock_run
 from tests.support.notify import (
     NEW_SECRET,
     add_dead_schedules,
@@ -34,8 +34,6 @@ from tests.support.notify import (
 from tests.support.pipeline import (
     add_flag,
     add_schedule,
-    running_dispatcher,
-    running_worker,
     wait_until,
 )
 from tests.support.receivers import receivers
@@ -144,45 +142,6 @@ def test_notifications_show_what_the_notifier_recorded_filtered_and_paged(
     assert _field_errors(bad["sink"]) == ["query.sink"]
 
 
-ARMS = [
-    {"name": "short", "weight": 1, "policy": {"max_retries": 0}},
-    {"name": "budget", "weight": 2, "policy": {"max_retries": 100, "max_retry_duration_s": 120}},
-]
-
-
-def _held_lock_run(settings: Any, db: Any, dsn: str, name: str, n: int) -> list[int]:
-    """``n`` schedules of experiment ``name`` fail on a held row lock for ~3 s, then
-    finish (the arm that gives up at the first failure is dead-lettered)."""
-    keys = [f"{name}.{i}" for i in range(n)]
-    for key in keys:
-        add_flag(db, key)
-    holder = psycopg.connect(dsn)
-    holder.execute("SELECT 1 FROM feature_flags WHERE key = ANY(%s) FOR UPDATE", (keys,))
-    sids = [add_schedule(db, key, {"enabled": True}) for key in keys]
-    try:
-        with running_worker(settings), running_dispatcher(settings):
-            wait_until(
-                lambda: (
-                    db.execute(
-                        "SELECT count(*) AS n FROM flag_schedules WHERE first_failed_at IS NOT NULL"
-                        " AND first_failed_at < now() - interval '3 seconds'"
-                    ).fetchone()["n"]
-                    == n
-                ),
-                what="every schedule failed on the held lock 3 s ago",
-            )
-            holder.rollback()
-            wait_until(
-                lambda: db.execute(
-                    "SELECT bool_and(status IN ('applied', 'dead')) AS ok FROM flag_schedules"
-                ).fetchone()["ok"],
-                what="every schedule finished",
-            )
-    finally:
-        holder.close()
-    return sids
-
-
 def test_the_experiment_report_through_the_api_is_the_clis_and_names_the_winner(
     settings, db, dsn, tmp_path
 ):
@@ -190,7 +149,7 @@ def test_the_experiment_report_through_the_api_is_the_clis_and_names_the_winner(
     start_experiment(db, Experiment.model_validate({"name": "old", "arms": ARMS}), defaults)
     stop_experiment(db, "old")
     start_experiment(db, Experiment.model_validate({"name": "locks", "arms": ARMS}), defaults)
-    sids = _held_lock_run(settings, db, dsn, "locks", 45)
+    sids = held_lock_run(settings, db, dsn, "locks", 45)
     cli = json.loads(experiment_report(db, "locks", resamples=500, seed=3).to_json())
     with running_admin(settings, tmp_path) as api, api.client("viewer") as viewer:
         got = viewer.get(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import psycopg
 import pytest
 
 from flagsched.admin.experiment_command import cmd_experiment
@@ -21,20 +20,13 @@ from flagsched.admin.experiments import (
 from flagsched.admin.stats import cmd_stats
 from flagsched.admin.stats import register as register_stats
 from flagsched.schemas.retry.experiments import Experiment, assign
+from tests.support.experiments import ARMS, held_lock_run
 from tests.support.pipeline import (
     add_flag,
     add_schedule,
-    running_dispatcher,
-    running_worker,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration
-
-ARMS = [
-    {"name": "short", "weight": 1, "policy": {"max_retries": 0}},
-    {"name": "budget", "weight": 2, "policy": {"max_retries": 100, "max_retry_duration_s": 120}},
-]
 
 
 def make(name: str = "exp1") -> Experiment:
@@ -90,33 +82,7 @@ def test_a_held_lock_decides_the_experiment_end_to_end(settings, db, dsn, capsys
     args = parser.parse_args(["experiment", "start", "locks", "--arms", json.dumps(ARMS)])
     assert args.handler(args, settings) == 0
     assert "experiment locks running" in capsys.readouterr().out
-    keys = [f"exp.{i}" for i in range(45)]
-    for key in keys:
-        add_flag(db, key)
-    holder = psycopg.connect(dsn)
-    holder.execute("SELECT 1 FROM feature_flags WHERE key = ANY(%s) FOR UPDATE", (keys,))
-    sids = [add_schedule(db, key, {"enabled": True}) for key in keys]
-    try:
-        with running_worker(settings), running_dispatcher(settings):
-            wait_until(
-                lambda: (
-                    db.execute(
-                        "SELECT count(*) AS n FROM flag_schedules WHERE first_failed_at IS NOT NULL"
-                        " AND first_failed_at < now() - interval '3 seconds'"
-                    ).fetchone()["n"]
-                    == len(sids)
-                ),
-                what="every schedule failed on the held lock 3 s ago",
-            )
-            holder.rollback()
-            wait_until(
-                lambda: db.execute(
-                    "SELECT bool_and(status IN ('applied', 'dead')) AS ok FROM flag_schedules"
-                ).fetchone()["ok"],
-                what="every schedule finished",
-            )
-    finally:
-        holder.close()
+    held_lock_run(settings, db, dsn, "exp", 45)
     report = experiment_report(db, "locks", resamples=500)
     by = {a.arm: a for a in report.arms}
     assert by["short"].dead == by["short"].schedules > 0
