@@ -45,3 +45,36 @@ def test_event_ids_are_random_version_4_uuids_also_after_a_fork():
     os.close(read)
     os.waitpid(pid, 0)
     assert child != new_event_id().bytes  # the parent's next id differs from the child's
+
+
+def test_subscribers_decode_events_of_a_newer_producer_and_workers_refuse_unknown_due_fields():
+    """Schema evolution (docs/subscribers.md): within a version fields are only added,
+    and readers ignore the ones they do not know; schedule-due is decoded strictly."""
+    import json
+
+    import pytest
+    from pydantic import ValidationError
+
+    from flagsched.schemas.events import ControlEvent, LifecycleEvent, ScheduleDue
+
+    newer = {"added_in_a_later_release": {"any": "shape"}}
+    lifecycle = LifecycleEvent(
+        type="applied", schedule_id=7, flag_key="f", attempt=1, occurred_at="2026-12-01T00:00Z"
+    )
+    got = LifecycleEvent.model_validate_json(
+        json.dumps(json.loads(lifecycle.model_dump_json()) | newer)
+    )
+    assert got == lifecycle
+    control = ControlEvent(state="open", worker_id="w1", at="2026-12-01T00:00Z")
+    got_control = ControlEvent.model_validate_json(
+        json.dumps(json.loads(control.model_dump_json()) | newer)
+    )
+    assert got_control == control
+    due = ScheduleDue(
+        schedule_id=7,
+        flag_key="f",
+        scheduled_at="2026-12-01T00:00Z",
+        dispatched_at="2026-12-01T00:00Z",
+    )
+    with pytest.raises(ValidationError, match="added_in_a_later_release"):
+        ScheduleDue.model_validate_json(json.dumps(json.loads(due.model_dump_json()) | newer))

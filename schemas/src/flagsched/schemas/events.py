@@ -48,7 +48,19 @@ CONTROL_MAX_BYTES: Final = 2048
 
 
 class _Event(BaseModel):
+    """A record the workers act on: decoded strictly (an unknown field is poison), so a
+    new field needs a new ``schema_version`` (docs/subscribers.md, "Schema evolution")."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _Announcement(BaseModel):
+    """A record read by subscribers (and by flagsched's own notifier and workers): within
+    a version, fields are only ever added, and readers ignore the ones they do not know.
+    Forbidding them here would make every subscriber that decodes with this package
+    refuse the first event of a newer producer."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class Priority(StrEnum):
@@ -84,7 +96,7 @@ class LifecycleType(StrEnum):
     CANCELLED = "cancelled"
 
 
-class LifecycleEvent(_Event):
+class LifecycleEvent(_Announcement):
     """One transition of a schedule, for downstream subscribers (keyed by flag key)."""
 
     schema_version: Literal[1] = LIFECYCLE_VERSION
@@ -122,7 +134,7 @@ class BreakerState(StrEnum):
     HALF_OPEN = "half_open"
 
 
-class ControlEvent(_Event):
+class ControlEvent(_Announcement):
     """Cluster-wide coordination record on the compacted control topic."""
 
     schema_version: Literal[1] = CONTROL_VERSION
