@@ -56,6 +56,22 @@ def test_happy_path_applies_once_and_tells_subscribers(settings, db):
     assert event["flag_version"] == 2
 
 
+def test_lifecycle_events_name_the_schedules_lane(settings, db):
+    # Subscribers without database access (an on-call router, say) tell critical
+    # schedules from the event alone.
+    add_flag(db, "lane.normal")
+    add_flag(db, "lane.critical")
+    normal = add_schedule(db, "lane.normal", {"enabled": True})
+    critical = add_schedule(db, "lane.critical", {"enabled": True}, priority="critical")
+    with running_worker(settings), running_dispatcher(settings):
+        wait_until(
+            lambda: status_is(db, normal, "applied") and status_is(db, critical, "applied"),
+            what="both schedules applied",
+        )
+    lanes = {e["schedule_id"]: (e["type"], e["priority"]) for e in lifecycle(settings, 2)}
+    assert lanes == {normal: ("applied", "normal"), critical: ("applied", "critical")}
+
+
 def test_transient_lock_then_success_on_attempt_three(settings, db, dsn):
     add_flag(db, "promo")
     sid = add_schedule(db, "promo", {"enabled": True})

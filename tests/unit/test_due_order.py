@@ -19,7 +19,7 @@ from flagsched.consumer.dueorder import (
     order,
 )
 from flagsched.consumer.results import Applied, Attempted, Deferred, Dropped
-from flagsched.schemas.events import ScheduleDue, to_epoch_ms
+from flagsched.schemas.events import Priority, ScheduleDue, to_epoch_ms
 from flagsched.schemas.headers import RecordHeaders
 
 T0 = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)
@@ -88,7 +88,14 @@ def test_a_deferral_counts_its_waits_and_ends_after_the_last():
 
 def result(sid: int, seconds: float = 0.0) -> Applied:
     at = T0 + timedelta(seconds=seconds)
-    return Applied(attempt=1, schedule_id=sid, flag_key="a", scheduled_at=at, flag_version=1)
+    return Applied(
+        attempt=1,
+        schedule_id=sid,
+        flag_key="a",
+        scheduled_at=at,
+        priority=Priority.NORMAL,
+        flag_version=1,
+    )
 
 
 def test_gather_attaches_applied_brought_schedules_to_their_carrier_in_due_order():

@@ -18,7 +18,7 @@ from flagsched.runtime.errors import ConfigError
 from flagsched.runtime.settings import load_settings
 from flagsched.schemas import headers as hdr
 from flagsched.schemas.error_message import ERROR_MESSAGE_MAX_BYTES, truncate_utf8
-from flagsched.schemas.events import LifecycleEvent, LifecycleType
+from flagsched.schemas.events import LifecycleEvent, LifecycleType, Priority
 from flagsched.schemas.headers import DeadLetterReason, RecordHeaders
 from flagsched.schemas.topics import TopicLayout
 
@@ -46,6 +46,7 @@ def test_at_the_largest_setting_no_model_refuses_a_message(text):
         "schedule_id": 7,
         "flag_key": "promo",
         "scheduled_at": NOW,
+        "priority": Priority.NORMAL,
         "error_class": "unknown",
         "error_message": message,
         "first_failure_at": NOW,

@@ -31,7 +31,7 @@ from flagsched.consumer.results import (
 from flagsched.runtime.telemetry.backlog import BacklogCollector
 from flagsched.runtime.telemetry.fingerprint import fingerprint
 from flagsched.runtime.telemetry.metrics import Metrics
-from flagsched.schemas.events import BreakerState
+from flagsched.schemas.events import BreakerState, Priority
 from flagsched.schemas.headers import DeadLetterReason, RecordHeaders
 from flagsched.schemas.topics import TopicLayout
 
@@ -68,16 +68,17 @@ def record(m: Metrics, res: AttemptResult, coords: Coordinates) -> None:
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 _FAILED = {"error_class": "unknown", "error_message": "boom", "first_failure_at": None}
+_ROW = {"scheduled_at": T0, "priority": Priority.NORMAL}  # what a recorded outcome reads
 #: Per outcome, its result's kind and the fields that kind needs besides the ids.
 _KINDS: dict[Outcome, tuple[Any, dict[str, Any]]] = {
-    Outcome.APPLIED: (Applied, {"scheduled_at": T0, "flag_version": 1}),
-    Outcome.RETRY: (RetryScheduled, {"scheduled_at": T0, "next_attempt_at": T0, **_FAILED}),
+    Outcome.APPLIED: (Applied, {**_ROW, "flag_version": 1}),
+    Outcome.RETRY: (RetryScheduled, {**_ROW, "next_attempt_at": T0, **_FAILED}),
     Outcome.DEAD: (
         DeadLettered,
-        {"scheduled_at": T0, "reason": DeadLetterReason.EXHAUSTED, "due_ms": 0, **_FAILED},
+        {**_ROW, "reason": DeadLetterReason.EXHAUSTED, "due_ms": 0, **_FAILED},
     ),
-    Outcome.SUPERSEDED: (Superseded, {"scheduled_at": T0, "superseded_by": 2}),
-    Outcome.CANCELLED: (Cancelled, {"scheduled_at": T0}),
+    Outcome.SUPERSEDED: (Superseded, {**_ROW, "superseded_by": 2}),
+    Outcome.CANCELLED: (Cancelled, {**_ROW}),
     Outcome.DROP: (Dropped, {"why": "stale"}),
     Outcome.POISON: (
         Poison,

@@ -23,6 +23,7 @@ from flagsched.consumer.results import (
     Superseded,
 )
 from flagsched.schemas import headers as hdr
+from flagsched.schemas.events import Priority
 from flagsched.schemas.headers import DeadLetterReason, RecordHeaders
 from flagsched.schemas.topics import TopicLayout
 
@@ -33,7 +34,13 @@ NOW = 1_800_000_000.0
 
 AT = datetime.fromtimestamp(NOW, UTC)
 #: What every recorded outcome of attempt 2 of schedule 7 says.
-COMMON: dict[str, Any] = {"attempt": 2, "schedule_id": 7, "flag_key": "promo", "scheduled_at": AT}
+COMMON: dict[str, Any] = {
+    "attempt": 2,
+    "schedule_id": 7,
+    "flag_key": "promo",
+    "scheduled_at": AT,
+    "priority": Priority.CRITICAL,
+}
 
 
 def retry(next_attempt_at: datetime, **kw: Any) -> RetryScheduled:
@@ -65,7 +72,8 @@ def test_retry_goes_to_the_largest_fitting_tier_with_fresh_headers():
     )
     assert len(tier.headers) == len({k for k, _ in tier.headers})  # replaced, not appended
     assert life.topic == LAYOUT.lifecycle
-    assert json.loads(life.value or b"")["type"] == "retry_scheduled"
+    event = json.loads(life.value or b"")
+    assert (event["type"], event["priority"]) == ("retry_scheduled", "critical")
     assert action.commit
 
 
@@ -168,7 +176,14 @@ def test_applied_superseded_cancelled_tell_subscribers():
 
 def test_schedules_an_attempt_brought_are_announced_first_in_due_order():
     brought = tuple(
-        Applied(attempt=1, schedule_id=sid, flag_key="promo", scheduled_at=AT, flag_version=sid)
+        Applied(
+            attempt=1,
+            schedule_id=sid,
+            flag_key="promo",
+            scheduled_at=AT,
+            priority=Priority.NORMAL,
+            flag_version=sid,
+        )
         for sid in (3, 5)
     )
     dropped = Dropped(attempt=2, schedule_id=7, flag_key="promo", why="duplicate")

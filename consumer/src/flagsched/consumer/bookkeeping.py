@@ -29,6 +29,7 @@ from flagsched.consumer.results import (
 from flagsched.runtime.errors import InvalidRetryPolicy
 from flagsched.schemas.error_classes import ErrorClass
 from flagsched.schemas.error_message import ERROR_MESSAGE_MAX_BYTES, truncate_utf8
+from flagsched.schemas.events import Priority
 from flagsched.schemas.headers import DeadLetterReason
 from flagsched.schemas.retry.policy import (
     MAX_RETRIES,
@@ -154,6 +155,7 @@ class _Common(TypedDict):
     schedule_id: int
     flag_key: str
     scheduled_at: datetime
+    priority: Priority
     lateness_ms: float
 
 
@@ -164,6 +166,7 @@ def _common(row: Row, delivery: Delivery, started: datetime) -> _Common:
         schedule_id=row["id"],
         flag_key=row["flag_key"],
         scheduled_at=row["scheduled_at"],
+        priority=Priority(row["priority"]),
         lateness_ms=(started - _due_at(delivery)).total_seconds() * 1000,
     )
 
@@ -320,6 +323,7 @@ def replay(conn: psycopg.Connection[Row], row: Row, rec: Row) -> Recorded | Drop
         "schedule_id": row["id"],
         "flag_key": row["flag_key"],
         "scheduled_at": row["scheduled_at"],
+        "priority": Priority(row["priority"]),
         "replay": True,
     }
     due_ms = int(rec["due_at"].timestamp() * 1000) if rec["due_at"] else None

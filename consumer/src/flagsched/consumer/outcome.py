@@ -207,6 +207,7 @@ def _lifecycle(result: Recorded, layout: TopicLayout) -> OutRecord:
         attempt=result.attempt,
         occurred_at=datetime.now(UTC),
         scheduled_at=result.scheduled_at,
+        priority=result.priority,
         next_attempt_at=next_at,
         error_class=error_class,
         error_message=error_message,

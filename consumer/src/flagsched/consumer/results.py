@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar, TypeAlias, assert_never
 
-from flagsched.schemas.events import LifecycleType
+from flagsched.schemas.events import LifecycleType, Priority
 from flagsched.schemas.headers import DeadLetterReason, RecordHeaders
 
 
@@ -103,6 +103,7 @@ class Applied:
     schedule_id: int
     flag_key: str
     scheduled_at: datetime
+    priority: Priority  # the schedule row's lane, for the lifecycle event
     flag_version: int | None  # None only for a replay whose change-log row is gone
     lateness_ms: float | None = None
     replay: bool = False
@@ -119,6 +120,7 @@ class RetryScheduled:
     schedule_id: int
     flag_key: str
     scheduled_at: datetime
+    priority: Priority  # the schedule row's lane, for the lifecycle event
     error_class: str
     error_message: str
     next_attempt_at: datetime
@@ -138,6 +140,7 @@ class DeadLettered:
     schedule_id: int
     flag_key: str
     scheduled_at: datetime
+    priority: Priority  # the schedule row's lane, for the lifecycle event
     error_class: str
     error_message: str
     reason: DeadLetterReason
@@ -158,6 +161,7 @@ class Superseded:
     schedule_id: int
     flag_key: str
     scheduled_at: datetime
+    priority: Priority  # the schedule row's lane, for the lifecycle event
     superseded_by: int | None  # None only for a replay of a row without it
     lateness_ms: float | None = None
     replay: bool = False
@@ -174,6 +178,7 @@ class Cancelled:
     schedule_id: int
     flag_key: str
     scheduled_at: datetime
+    priority: Priority  # the schedule row's lane, for the lifecycle event
     lateness_ms: float | None = None
     replay: bool = False
     traceparent: str | None = None

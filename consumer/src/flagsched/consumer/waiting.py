@@ -16,6 +16,7 @@ from flagsched.consumer.bookkeeping import Row
 from flagsched.consumer.decode import Coordinates
 from flagsched.consumer.dueorder import Bound
 from flagsched.consumer.results import Applied
+from flagsched.schemas.events import Priority
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def lock_waiting(
 # Attempts a wake-up brought with its own (applied_with set, at its coordinates).
 _BROUGHT = """
 SELECT a.schedule_id, a.attempt, a.topic, a.kafka_partition, a.kafka_offset,
-       s.flag_key, s.scheduled_at, l.version
+       s.flag_key, s.scheduled_at, s.priority, l.version
   FROM unnest(%b::text[], %b::integer[], %b::bigint[]) AS w(topic, part, off)
   JOIN schedule_retry_attempts a
     ON a.applied_with IS NOT NULL
@@ -159,6 +160,7 @@ def brought_before(
                 schedule_id=int(r["schedule_id"]),
                 flag_key=str(r["flag_key"]),
                 scheduled_at=r["scheduled_at"],
+                priority=Priority(r["priority"]),
                 flag_version=None if r["version"] is None else int(r["version"]),
                 replay=True,
             )

@@ -90,6 +90,7 @@ class RecordDecoder:
             occurred_at=event.occurred_at,
             schedule_id=event.schedule_id,
             flag_key=event.flag_key,
+            priority=event.priority,
             attempt=event.attempt,
             error_class=event.error_class,
             error_message=event.error_message,

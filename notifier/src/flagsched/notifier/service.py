@@ -163,12 +163,16 @@ class Notifier:
         decoded = Decoded()
         self.decoder.decode(records, decoded)
         with conn.transaction():
-            ids = [n.schedule_id for n, _ in decoded.notices if n.schedule_id is not None]
+            ids = [
+                n.schedule_id
+                for n, _ in decoded.notices
+                if n.schedule_id is not None and n.priority is None
+            ]
             prio = priorities(conn, ids)
             disabled = disabled_sinks(conn, self.config)
             pending = []
             for notice, rec in decoded.notices:
-                if notice.schedule_id in prio:
+                if notice.priority is None and notice.schedule_id in prio:
                     notice = notice.model_copy(update={"priority": prio[notice.schedule_id]})
                 for rule, sink in route(self.config, notice):
                     pending.append(

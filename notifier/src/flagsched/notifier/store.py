@@ -54,7 +54,8 @@ class Pending:
 
 
 def priorities(conn: DictConnection, schedule_ids: Iterable[int]) -> dict[int, Priority]:
-    """The priority of each schedule (lifecycle events do not carry it)."""
+    """The priority of each schedule, for events that do not carry it (dead-letter
+    records, and lifecycle events from workers before 2026-12-01)."""
     ids = sorted(set(schedule_ids))
     if not ids:
         return {}

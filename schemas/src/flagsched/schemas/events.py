@@ -107,6 +107,10 @@ class LifecycleEvent(_Announcement):
     attempt: int = Field(ge=1)
     occurred_at: AwareDatetime
     scheduled_at: AwareDatetime | None = None
+    priority: Priority | None = Field(
+        default=None,
+        description="the schedule's lane (null from producers before 2026-12-01)",
+    )
     next_attempt_at: AwareDatetime | None = Field(
         default=None, description="retry_scheduled: when the next attempt is due"
     )

@@ -218,6 +218,7 @@ def cancel(
         attempt=attempt,
         occurred_at=now,
         scheduled_at=row["scheduled_at"],
+        priority=row["priority"],
     )
     outbox.enqueue(
         conn, env.layout.lifecycle, flag_key.encode(), event.model_dump_json().encode(), []
