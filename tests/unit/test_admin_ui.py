@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.requests import Request
 
-from flagsched.admin.service.models import ScheduleSelection
+from flagsched.admin.service.bulk_models import ScheduleSelection
 from flagsched.admin.service.overview import STATUSES, Minute
 from flagsched.admin.settings import AdminSettings
 from flagsched.admin.ui import filters

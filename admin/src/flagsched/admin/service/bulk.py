@@ -22,17 +22,16 @@ from psycopg.types.json import Jsonb
 from flagsched.admin.service import audit, schedules_write
 from flagsched.admin.service.access import Actor
 from flagsched.admin.service.background import JobRunner
-from flagsched.admin.service.env import Env, to_schedule
-from flagsched.admin.service.errors import AdminError, Forbidden, NotFound, TooLarge
-from flagsched.admin.service.models import (
-    LIVE,
+from flagsched.admin.service.bulk_models import (
     BulkAction,
     BulkActionRequest,
     BulkKind,
     BulkPlan,
     ScheduleSelection,
-    Status,
 )
+from flagsched.admin.service.env import Env, to_schedule
+from flagsched.admin.service.errors import AdminError, Forbidden, NotFound, TooLarge
+from flagsched.admin.service.models import LIVE, Status
 from flagsched.admin.service.mutation import Outcome
 from flagsched.admin.service.schedules_read import ScheduleFilter, where_schedules
 from flagsched.runtime.db.connect import DictConnection

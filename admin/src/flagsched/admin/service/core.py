@@ -30,11 +30,10 @@ from flagsched.admin.service import (
 )
 from flagsched.admin.service import overview as overview_read
 from flagsched.admin.service.access import Actor
+from flagsched.admin.service.bulk_models import BulkAction, BulkActionRequest
 from flagsched.admin.service.env import Env
 from flagsched.admin.service.models import (
     AuditPage,
-    BulkAction,
-    BulkActionRequest,
     DeadLetterFilter,
     DeadLetterPage,
     Page,

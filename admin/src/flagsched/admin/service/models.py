@@ -16,7 +16,6 @@ from pydantic import (
     StrictBool,
     StrictInt,
     WithJsonSchema,
-    field_validator,
     model_validator,
 )
 
@@ -42,15 +41,20 @@ UtcTime = Annotated[
 ]
 
 
-class _Out(BaseModel):
+class ResponseModel(BaseModel):
+    """The base of every response model of the API (also service/report_models.py and
+    service/bulk_models.py)."""
+
     model_config = ConfigDict(frozen=True)
 
 
-class _In(BaseModel):
+class RequestModel(BaseModel):
+    """The base of every request model of the API: an unknown field is a 4xx naming it."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Updates(_In):
+class Updates(RequestModel):
     """The flag fields a schedule sets; at least one."""
 
     enabled: StrictBool | None = None
@@ -79,7 +83,7 @@ RETRY_POLICY_DOC = (
 )
 
 
-class ScheduleCreate(_In):
+class ScheduleCreate(RequestModel):
     """A new scheduled change of one flag."""
 
     updates: Updates
@@ -91,7 +95,7 @@ class ScheduleCreate(_In):
     )
 
 
-class ScheduleEdit(_In):
+class ScheduleEdit(RequestModel):
     """Fields to change on a schedule that has not been applied yet (absent: unchanged)."""
 
     updates: Updates | None = None
@@ -107,7 +111,7 @@ class ScheduleEdit(_In):
         return self
 
 
-class Conflict(_Out):
+class Conflict(ResponseModel):
     """Another live schedule of the flag that sets some of the same fields nearby in time."""
 
     schedule_id: int
@@ -116,7 +120,7 @@ class Conflict(_Out):
     fields: list[str]
 
 
-class Schedule(_Out):
+class Schedule(ResponseModel):
     """A schedule row as the API shows it."""
 
     id: int
@@ -140,7 +144,7 @@ class Schedule(_Out):
     updated_at: UtcTime
 
 
-class Created(_Out):
+class Created(ResponseModel):
     """The response of a create."""
 
     schedule: Schedule
@@ -149,7 +153,7 @@ class Created(_Out):
     conflicts: list[Conflict]
 
 
-class Attempt(_Out):
+class Attempt(ResponseModel):
     """One recorded attempt of a schedule."""
 
     attempt: int
@@ -167,7 +171,7 @@ class Attempt(_Out):
     trace_url: str | None
 
 
-class ScheduleDetail(_Out):
+class ScheduleDetail(ResponseModel):
     """A schedule with its attempts and, while retrying, the planned remaining attempts."""
 
     schedule: Schedule
@@ -175,7 +179,7 @@ class ScheduleDetail(_Out):
     plan: list[PlannedAttempt]
 
 
-class Page(_Out):
+class Page(ResponseModel):
     """One page of schedules; pass ``next_cursor`` as ``cursor`` for the next."""
 
     items: list[Schedule]
@@ -189,7 +193,7 @@ class RetryAction(StrEnum):
     REOPENED = "reopened"  # a dead schedule: re-opened with one more attempt
 
 
-class Retried(_Out):
+class Retried(ResponseModel):
     """The response of a manual retry."""
 
     action: RetryAction
@@ -201,14 +205,14 @@ class Retried(_Out):
     schedule: Schedule
 
 
-class Cancelled(_Out):
+class Cancelled(ResponseModel):
     """The response of a cancel."""
 
     schedule: Schedule
     attempt: int = Field(description="the attempt recorded as cancelled")
 
 
-class PolicyPreviewRequest(_In):
+class PolicyPreviewRequest(RequestModel):
     """A policy to preview (absent keys: the global defaults) and an optional failure time."""
 
     retry_policy: PolicyOverride | None = Field(default=None, description=RETRY_POLICY_DOC)
@@ -218,7 +222,7 @@ class PolicyPreviewRequest(_In):
     error_class: str | None = Field(default=None, description="applies its adjustment")
 
 
-class Preview(_Out):
+class Preview(ResponseModel):
     """A retry timeline: each attempt with its delay and the delay tiers it hops through."""
 
     policy: dict[str, Any]
@@ -226,7 +230,7 @@ class Preview(_Out):
     attempts: list[PlannedAttempt]
 
 
-class DeadLetter(_Out):
+class DeadLetter(ResponseModel):
     """A dead schedule with its last attempt."""
 
     schedule_id: int
@@ -238,14 +242,14 @@ class DeadLetter(_Out):
     dead_at: UtcTime | None
 
 
-class DeadLetterPage(_Out):
+class DeadLetterPage(ResponseModel):
     """One page of dead letters."""
 
     items: list[DeadLetter]
     next_cursor: str | None
 
 
-class DeadLetterFilter(_In):
+class DeadLetterFilter(RequestModel):
     """Which dead schedules a list or a redrive selects."""
 
     flag_key: FlagKey | None = None
@@ -256,7 +260,7 @@ class DeadLetterFilter(_In):
     dead_before: AwareDatetime | None = None
 
 
-class RedriveRequest(_In):
+class RedriveRequest(RequestModel):
     """A redrive of dead schedules, by filter or by explicit ids."""
 
     filter: DeadLetterFilter | None = None
@@ -273,7 +277,7 @@ class RedriveRequest(_In):
     )
 
 
-class RedrivePlan(_Out):
+class RedrivePlan(ResponseModel):
     """What a redrive selects: the count, those it would skip and a sample."""
 
     count: int = Field(description="dead schedules selected (after the limit)")
@@ -281,7 +285,7 @@ class RedrivePlan(_Out):
     sample: list[DeadLetter]
 
 
-class Redrive(_Out):
+class Redrive(ResponseModel):
     """A redrive job and its progress."""
 
     id: int
@@ -298,7 +302,7 @@ class Redrive(_Out):
     error: str | None
 
 
-class PoisonRecord(_Out):
+class PoisonRecord(ResponseModel):
     """A dead letter with no schedule row, read from the dead-letter topic."""
 
     partition: int
@@ -315,13 +319,13 @@ class PoisonRecord(_Out):
     origin_topic: str | None
 
 
-class PoisonPage(_Out):
+class PoisonPage(ResponseModel):
     """Poison records, newest first (from the last records of each partition)."""
 
     items: list[PoisonRecord]
 
 
-class PoisonRepublish(_In):
+class PoisonRepublish(RequestModel):
     """Which poison record to republish, and optionally where (default: its origin)."""
 
     partition: Annotated[int, Field(ge=0)]
@@ -331,7 +335,7 @@ class PoisonRepublish(_In):
     )
 
 
-class Republished(_Out):
+class Republished(ResponseModel):
     """The response of a republish."""
 
     dead_letter: str = Field(description="<dead-letter topic>:<partition>:<offset>")
@@ -339,7 +343,7 @@ class Republished(_Out):
     attempt: int
 
 
-class AuditEntry(_Out):
+class AuditEntry(ResponseModel):
     """One row of the audit trail."""
 
     id: int
@@ -356,71 +360,8 @@ class AuditEntry(_Out):
     source_address: str | None
 
 
-class AuditPage(_Out):
+class AuditPage(ResponseModel):
     """One page of the audit trail, newest first."""
 
     items: list[AuditEntry]
     next_cursor: str | None
-
-
-class ScheduleSelection(_In):
-    """Which schedules a bulk action selects: the schedule list's filters."""
-
-    status: list[Status] = Field(default_factory=list, description="any of these")
-    flag_key: FlagKey | None = None
-    flag_prefix: Annotated[str, Field(max_length=200, pattern=r"^[A-Za-z0-9._:-]*$")] | None = None
-    priority: Priority | None = None
-    error_class: Annotated[str, Field(max_length=100)] | None = Field(
-        default=None, description="the last error's class"
-    )
-    due_after: AwareDatetime | None = Field(default=None, description="scheduled_at >= this")
-    due_before: AwareDatetime | None = Field(default=None, description="scheduled_at < this")
-
-    def narrows(self) -> bool:
-        """Whether any filter is set."""
-        return any(v not in (None, []) for v in self.model_dump().values())
-
-
-BulkKind = Literal["cancel", "retry"]
-
-
-class BulkActionRequest(_In):
-    """Cancel or retry every schedule matching ``filter``, not only one page of them."""
-
-    action: BulkKind = Field(
-        description="cancel (pending, dispatched, retrying) or retry (retrying, dead)"
-    )
-    filter: ScheduleSelection = Field(description="at least one filter: never every schedule")
-    dry_run: bool = Field(default=True, description="only count and sample (the default)")
-
-    @field_validator("filter")
-    @classmethod
-    def _narrow(cls, v: ScheduleSelection) -> ScheduleSelection:
-        if not v.narrows():
-            raise ValueError("give at least one filter: a bulk action never selects every schedule")
-        return v
-
-
-class BulkPlan(_Out):
-    """What a bulk action would touch: those matching the filter that it applies to."""
-
-    action: BulkKind
-    count: int = Field(description="matching schedules in a status the action applies to")
-    sample: list[Schedule]
-
-
-class BulkAction(_Out):
-    """A bulk action and its progress."""
-
-    id: int
-    action: BulkKind
-    status: Literal["running", "done", "failed"]
-    filter: dict[str, Any]
-    total: int
-    position: int = Field(description="schedules processed so far")
-    done: int = Field(description="of those, cancelled or retried")
-    skipped: int = Field(description="of those, no longer in a status the action applies to")
-    created_by: str
-    created_at: UtcTime
-    finished_at: UtcTime | None
-    error: str | None

@@ -6,20 +6,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from flagsched.admin.service.models import UtcTime
+from flagsched.admin.service.models import ResponseModel, UtcTime
 
 DeliveryStatus = Literal[
     "pending", "queued", "retrying", "sent", "failed", "suppressed", "dropped", "disabled"
 ]
 
 
-class _Out(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class Notification(_Out):
+class Notification(ResponseModel):
     """One notification delivery: one event for one sink (``notification_deliveries``),
     with the message (digest) that carries it."""
 
@@ -43,21 +39,21 @@ class Notification(_Out):
     last_error: str | None
 
 
-class NotificationPage(_Out):
+class NotificationPage(ResponseModel):
     """One page of deliveries, newest first; pass ``next_cursor`` as ``cursor``."""
 
     items: list[Notification]
     next_cursor: str | None
 
 
-class Interval(_Out):
+class Interval(ResponseModel):
     """A 95 % interval."""
 
     low: float
     high: float
 
 
-class ExperimentArm(_Out):
+class ExperimentArm(ResponseModel):
     """An arm as the experiment was started: its weight and retry policy."""
 
     name: str
@@ -65,7 +61,7 @@ class ExperimentArm(_Out):
     policy: dict[str, object]
 
 
-class ExperimentSummary(_Out):
+class ExperimentSummary(ResponseModel):
     """A backoff experiment (``backoff_experiments``, migration 0009)."""
 
     name: str
@@ -76,14 +72,14 @@ class ExperimentSummary(_Out):
     schedules: int = Field(description="schedules that joined it (and are still stored)")
 
 
-class ExperimentPage(_Out):
+class ExperimentPage(ResponseModel):
     """One page of experiments, newest first; pass ``next_cursor`` as ``cursor``."""
 
     items: list[ExperimentSummary]
     next_cursor: str | None
 
 
-class ArmFigures(_Out):
+class ArmFigures(ResponseModel):
     """One arm's figures. Rates are over finished schedules (applied, dead, superseded,
     cancelled), with Wilson intervals; the rest with percentile-bootstrap intervals."""
 
@@ -106,14 +102,14 @@ class ArmFigures(_Out):
     recovery_p99_ci: Interval | None
 
 
-class ExperimentVerdict(_Out):
+class ExperimentVerdict(ResponseModel):
     """The winning arm, only when it beats every other significantly; else ``null``."""
 
     winner: str | None
     reason: str
 
 
-class ExperimentReport(_Out):
+class ExperimentReport(ResponseModel):
     """What ``flagsched stats --experiment NAME --json`` shows."""
 
     experiment: str

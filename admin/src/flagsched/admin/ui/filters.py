@@ -1,5 +1,5 @@
 """The schedule filters of the UI: read from a query string or a form into the API's
-own :class:`~flagsched.admin.service.models.ScheduleSelection` (so a bad value names
+own :class:`~flagsched.admin.service.bulk_models.ScheduleSelection` (so a bad value names
 its field exactly as the API would), and written back as a query string, so a
 filtered view is a URL that can be shared."""
 
@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from pydantic import ValidationError
 
-from flagsched.admin.service.models import ScheduleSelection
+from flagsched.admin.service.bulk_models import ScheduleSelection
 from flagsched.admin.service.schedules_read import ScheduleFilter
 
 #: The filter fields, in the order of the form and of the query string.

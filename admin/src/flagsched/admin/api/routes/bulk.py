@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse
 from flagsched.admin.api.auth import require
 from flagsched.admin.api.deps import IdempotencyKey, problems, respond, service
 from flagsched.admin.service.access import Actor
+from flagsched.admin.service.bulk_models import BulkAction, BulkActionRequest, BulkPlan
 from flagsched.admin.service.core import AdminService
-from flagsched.admin.service.models import BulkAction, BulkActionRequest, BulkPlan
 
 router = APIRouter(prefix="/api/admin", tags=["schedules"])
 Svc = Annotated[AdminService, Depends(service)]

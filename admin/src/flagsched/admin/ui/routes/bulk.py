@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from flagsched.admin.service.bulk import APPLIES_TO
-from flagsched.admin.service.models import BulkActionRequest, BulkKind, BulkPlan
+from flagsched.admin.service.bulk_models import BulkActionRequest, BulkKind, BulkPlan
 from flagsched.admin.ui import filters
 from flagsched.admin.ui.deps import Page, UiError, action, page
 from flagsched.admin.ui.render import render
