@@ -79,7 +79,6 @@ def finish_transaction(
 def abort_transaction(producer: Any, timeout_s: float) -> None:
     """Abort, bounded in time."""
     _wait(producer, producer._transaction_manager.begin_abort(), timeout_s, "aborting")
-    _forget_offsets_of_aborted_transactions(producer._transaction_manager)
 
 
 def _forget_offsets_of_aborted_transactions(manager: Any) -> None:
